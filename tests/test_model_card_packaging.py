@@ -1,0 +1,81 @@
+"""Model-card rendering from trl_ext's templates, and the templates shipping inside the wheel."""
+
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+import yaml
+
+from trl_ext.model_card import MODEL_CARDS_DIR, ModelCardMixin, base_model_name
+from trl_ext.models import DEFAULT_MODEL_HUB_ID, default_model_path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _front_matter(text: str) -> dict:
+    assert text.startswith("---\n")
+    return yaml.safe_load(text.split("---\n")[1])
+
+
+def _train_tiny(tiny_model_path, tmp_path, peft: bool):
+    import torch
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainingArguments
+
+    class CardTrainer(ModelCardMixin, Trainer):
+        _card_template = "rft.md"
+        _card_trainer_name = "TestTrainer"
+        _card_tags = ("test-tag",)
+        _card_citation = "@article{x, title={X}}"
+        _card_plot_keys = ("loss",)
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_path)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_path)
+    if peft:
+        from peft import LoraConfig, get_peft_model
+
+        model = get_peft_model(model, LoraConfig(r=4, target_modules=["q_proj", "v_proj"]))
+    enc = tok(["2 + 3 = 5", "1 + 1 = 2"] * 4)
+    ds = Dataset.from_dict({"input_ids": enc["input_ids"], "labels": enc["input_ids"]})
+    args = TrainingArguments(str(tmp_path / "out"), max_steps=3, per_device_train_batch_size=1, logging_steps=1,
+                             report_to="none", use_cpu=True, save_strategy="no")
+    trainer = CardTrainer(model=model, args=args, train_dataset=ds)
+    trainer.train()
+    torch.manual_seed(0)
+    trainer.create_model_card(dataset_name="reasoning-gym/chain_sum")
+    return (tmp_path / "out" / "README.md").read_text(), tmp_path / "out"
+
+
+@pytest.mark.parametrize("peft", [False, True])
+def test_card_renders_without_none_with_metadata_and_plot(tiny_model_path, tmp_path, peft):
+    text, out = _train_tiny(tiny_model_path, tmp_path, peft)
+    meta = _front_matter(text)
+    assert "None" not in text
+    assert meta["library_name"] == ("peft" if peft else "transformers")
+    assert {"trl", "trl-ext", "generated_from_trainer", "test-tag"} <= set(meta["tags"])
+    assert ("peft" in meta["tags"]) == peft
+    assert "base_model" not in meta  # a random local folder has no Hub id: nothing invented
+    assert "![Training curves](training_curves.png)" in text and (out / "training_curves.png").is_file()
+    assert "| `learning_rate` |" in text and "| `train_loss` |" in text
+    assert "@article{x" in text and "trl:" in text.lower()
+    assert ("AutoPeftModelForCausalLM" in text) == peft
+
+
+def test_base_model_name_maps_the_embedded_default_to_its_hub_id(tmp_path):
+    assert base_model_name(str(default_model_path())) == (DEFAULT_MODEL_HUB_ID, DEFAULT_MODEL_HUB_ID)
+    assert base_model_name("org/model") == ("org/model", "org/model")
+    (tmp_path / "my-model").mkdir()
+    assert base_model_name(str(tmp_path / "my-model")) == ("my-model", None)
+    assert base_model_name(None)[1] is None and base_model_name(None)[0]
+
+
+def test_wheel_ships_the_model_card_templates(tmp_path):
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
+                    str(tmp_path), str(REPO)], check=True)
+    wheel = next(tmp_path.glob("trl_ext-*.whl"))
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for template in MODEL_CARDS_DIR.glob("*.md"):
+        assert f"trl_ext/model_cards/{template.name}" in names
+    assert "trl_ext/core/advantages.py" in names and "trl_ext/py.typed" in names
