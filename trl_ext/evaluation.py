@@ -75,11 +75,11 @@ def evaluate_accuracy(
     """
     if "prompt" not in dataset.column_names:
         raise ValueError(f"evaluate_accuracy: the dataset has no 'prompt' column (columns: {dataset.column_names}).")
-    prompts = dataset["prompt"]
+    prompts = list(dataset["prompt"])
     texts = generate_completions(model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size)
     conversational = bool(prompts) and isinstance(prompts[0], list)
     completions = [[{"role": "assistant", "content": t}] for t in texts] if conversational else texts
-    columns = {c: dataset[c] for c in dataset.column_names if c != "prompt"}
+    columns = {c: list(dataset[c]) for c in dataset.column_names if c != "prompt"}
     scores = [s for s in grader(prompts=prompts, completions=completions, **columns) if s is not None]
     accuracy = float(sum(scores) / len(scores)) if scores else float("nan")
     return (accuracy, texts) if return_completions else accuracy
