@@ -1,4 +1,4 @@
-"""The likelihood / preference loss bank: SFT, DPO and its variants, SimPO, ORPO, reward-weighted and rejection-sampling NLL.
+"""The likelihood / preference loss bank: SFT, DPO and variants, SimPO, ORPO, reward-weighted and rejection NLL.
 
 "All roads lead to likelihood" (Swamy et al., 2025; DeepSeekMath §5.2): every loss here is a function of the
 sequence log-probability ``logπ(y|x) = Σ_t log π(y_t | x, y_<t)`` summed over the completion tokens, and of the
@@ -84,7 +84,8 @@ def sequence_logps(per_token_logps: torch.Tensor, mask: torch.Tensor) -> tuple[t
     """
     if per_token_logps.shape != mask.shape:
         raise ValueError(
-            f"sequence_logps: per_token_logps {tuple(per_token_logps.shape)} and mask {tuple(mask.shape)} differ in shape"
+            f"sequence_logps: per_token_logps {tuple(per_token_logps.shape)} and mask {tuple(mask.shape)} differ in "
+            "shape"
         )
     m = mask.bool()
     sum_logps = torch.where(m, per_token_logps, torch.zeros_like(per_token_logps)).sum(dim=-1)
@@ -226,7 +227,8 @@ def dpo_sigmoid_loss(
         ``(losses (B,), chosen_rewards (B,), rejected_rewards (B,))``; reduce by the mean over pairs.
 
     Example:
-        >>> dpo_sigmoid_loss(torch.tensor([-1.0]), torch.tensor([-2.0]), torch.tensor([-1.0]), torch.tensor([-1.0]), 1.0)[0]
+        >>> w, l, ref = torch.tensor([-1.0]), torch.tensor([-2.0]), torch.tensor([-1.0])
+        >>> dpo_sigmoid_loss(w, l, ref, ref, beta=1.0)[0]
         tensor([0.3133])
     """
     cr, rr, delta = _margin(chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps)

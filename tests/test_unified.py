@@ -1,0 +1,469 @@
+"""UnifiedLikelihoodTrainer: oracles against stock TRL, one forward per mixed batch, per-kind terms, gradient
+accumulation across kinds, reference handling (none / separate / PEFT adapters disabled), QLoRA, bad input."""
+
+import math
+import warnings
+
+import pytest
+import torch
+from datasets import Dataset
+from trl import DPOConfig, DPOTrainer, SFTConfig, SFTTrainer
+
+from trl_ext.core.likelihood import (
+    dpo_sigmoid_loss,
+    reduce_loss,
+    rft_loss,
+    rwr_loss,
+    sequence_logps,
+    sft_loss,
+)
+from trl_ext.trainers.unified import UnifiedLikelihoodConfig, UnifiedLikelihoodTrainer
+from trl_ext.trainers.unified_collator import infer_row_kind, mix_datasets
+
+PROMPTS = ["What is 2 + 2?", "Add 5 and 1.", "Compute 3 times 3.", "What is 10 - 4?", "Halve 8.", "1 + 9 ="]
+
+
+def _demos(n=4):
+    return Dataset.from_dict({
+        "prompt": PROMPTS[:n],
+        "completion": [" 4", " The sum is 6, done.", " 9", " Six. Because ten minus four is six."][:n],
+    })
+
+
+def _pairs(n=4):
+    return Dataset.from_dict({
+        "prompt": PROMPTS[:n],
+        "chosen": [" 4", " 6", " It is 9.", " 6 exactly"][:n],
+        "rejected": [" 5 probably", " 7", " 8", " 5"][:n],
+    })
+
+
+def _graded():
+    return Dataset.from_dict({
+        "prompt": PROMPTS[:3],
+        "completion": [" 4", " 7 I think", " 9"],
+        "reward": [1.0, 0.0, 0.5],
+        "label": [True, False, None],
+    })
+
+
+def _args(tmp_path, **kw):
+    base = dict(output_dir=str(tmp_path / "out"), report_to="none", bf16=False, per_device_train_batch_size=4,
+                max_steps=1, save_strategy="no", logging_steps=1, gradient_checkpointing=False, seed=0,
+                dataloader_pin_memory=False)
+    base.update(kw)
+    return base
+
+
+def _batch(trainer, n):
+    rows = [trainer.train_dataset[i] for i in range(n)]
+    return trainer._prepare_inputs(trainer.data_collator(rows))
+
+
+def _loss_and_grads(trainer, batch):
+    model = trainer.model
+    model.train()
+    model.zero_grad()
+    loss = trainer.compute_loss(model, batch)
+    loss.backward()
+    grads = {n: p.grad.detach().clone() for n, p in model.named_parameters() if p.grad is not None}
+    return loss.detach(), grads
+
+
+def _assert_grads_close(g1, g2, atol=1e-5):
+    assert g1.keys() == g2.keys() and len(g1) > 0
+    for name in g1:
+        torch.testing.assert_close(g1[name], g2[name], atol=atol, rtol=0.0, msg=lambda m: f"{name}: {m}")
+
+
+# ---- config ------------------------------------------------------------------------------------------------------
+
+
+def test_config_rejects_bad_fields(tmp_path):
+    with pytest.raises(ValueError, match="loss_type: unknown loss type"):
+        UnifiedLikelihoodConfig(str(tmp_path), bf16=False, loss_type=["sft", "kto"])
+    with pytest.raises(ValueError, match="nll_normalization"):
+        UnifiedLikelihoodConfig(str(tmp_path), bf16=False, nll_normalization="tokens")
+    with pytest.raises(ValueError, match="not supported"):
+        UnifiedLikelihoodConfig(str(tmp_path), bf16=False, ld_alpha=0.5)
+    with pytest.raises(ValueError, match="label_smoothing"):
+        UnifiedLikelihoodConfig(str(tmp_path), bf16=False, loss_type=["robust"], label_smoothing=0.5)
+    args = UnifiedLikelihoodConfig(str(tmp_path), bf16=False, loss_type="simpo")
+    assert args.loss_type == ["simpo"] and not args.needs_reference
+
+
+def test_kind_inference_and_mixing():
+    mixed = mix_datasets([_demos(2), _pairs(2), _graded()])
+    kinds = [infer_row_kind(r) for r in mixed]
+    assert kinds == ["demonstration"] * 2 + ["preference"] * 2 + ["graded"] * 3
+    assert infer_row_kind({"prompt": "x", "completion": "y", "chosen": "a", "rejected": "b"}) is None
+    with pytest.raises(ValueError, match="column 'prompt'"):
+        mix_datasets([_demos(1), Dataset.from_dict({"prompt": [[{"role": "user", "content": "hi"}]],
+                                                     "completion": [[{"role": "assistant", "content": "yo"}]]})])
+
+
+# ---- oracles against stock TRL -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "loss_type,extra",
+    [(["sigmoid"], {}), (["ipo"], {}), (["hinge"], {}), (["robust"], {"label_smoothing": 0.2}),
+     (["sigmoid", "sft"], {"loss_weights": [1.0, 0.5]})],
+)
+def test_pair_losses_and_gradients_equal_dpotrainer(tiny_model_path, tmp_path, loss_type, extra):
+    pairs = _pairs()
+    kw = _args(tmp_path, beta=0.3, max_length=64, **extra)
+    dpo = DPOTrainer(tiny_model_path, args=DPOConfig(loss_type=loss_type, **kw), train_dataset=pairs)
+    ours_extra = {"sft_on_chosen": True} if "sft" in loss_type else {}
+    ours = UnifiedLikelihoodTrainer(
+        tiny_model_path, args=UnifiedLikelihoodConfig(loss_type=loss_type, **ours_extra, **kw), train_dataset=pairs
+    )
+    # perturb the policies identically so that policy ≠ reference and the margin is not 0
+    for trainer in (dpo, ours):
+        torch.manual_seed(1)
+        with torch.no_grad():
+            for p in trainer.model.parameters():
+                p.add_(0.05 * torch.randn_like(p))
+    b_dpo, b_ours = _batch(dpo, 4), _batch(ours, 4)
+    torch.testing.assert_close(b_dpo["input_ids"], b_ours["input_ids"])  # same tokenization, same layout
+    l_dpo, g_dpo = _loss_and_grads(dpo, b_dpo)
+    l_ours, g_ours = _loss_and_grads(ours, b_ours)
+    assert abs(l_dpo.item() - l_ours.item()) < 1e-5, (l_dpo.item(), l_ours.item())
+    _assert_grads_close(g_dpo, g_ours)
+    assert l_ours.item() != pytest.approx(math.log(2.0), abs=1e-3)  # non-trivial margin
+    m = ours._metrics["train"]
+    assert m["rewards/margins"][-1] == pytest.approx(dpo._metrics["train"]["rewards/margins"][-1], abs=1e-5)
+
+
+def test_precomputed_reference_equals_on_the_fly(tiny_model_path, tmp_path):
+    pairs = _pairs()
+    ref_free = UnifiedLikelihoodTrainer(
+        tiny_model_path, args=UnifiedLikelihoodConfig(loss_type=["sigmoid"], **_args(tmp_path, beta=0.3)),
+        train_dataset=pairs,
+    )
+    pre = UnifiedLikelihoodTrainer(
+        tiny_model_path,
+        args=UnifiedLikelihoodConfig(loss_type=["sigmoid"], precompute_ref_log_probs=True, **_args(tmp_path, beta=0.3)),
+        train_dataset=pairs,
+    )
+    assert pre.ref_model is None and ref_free.ref_model is not None
+    assert "ref_chosen_logps" in pre.train_dataset.column_names
+    b = _batch(pre, 4)
+    ref_c, ref_r = ref_free._pair_reference_logps(_batch(ref_free, 4)).chunk(2)
+    torch.testing.assert_close(b["ref_chosen_logps"], ref_c, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(b["ref_rejected_logps"], ref_r, atol=1e-5, rtol=1e-5)
+
+
+def test_reference_cache_keyed_by_model_and_data(tiny_model_path, tmp_path):
+    """Precomputed reference log-probs are cached next to a disk-backed dataset under a key of (data fingerprint,
+    model hash): the same model and data reuse the cache without a forward; another model gets its own."""
+    from datasets import load_from_disk
+
+    from trl_ext.models import save_tiny_model
+
+    _pairs().save_to_disk(str(tmp_path / "pairs"))
+    data = load_from_disk(str(tmp_path / "pairs"))
+    args = UnifiedLikelihoodConfig(loss_type=["sigmoid"], precompute_ref_log_probs=True, **_args(tmp_path))
+
+    def cache_files():
+        return sorted(p.name for p in (tmp_path / "pairs").glob("cache-*.arrow"))
+
+    first = UnifiedLikelihoodTrainer(tiny_model_path, args=args, train_dataset=data)
+    files = cache_files()
+    import transformers.models.llama.modeling_llama as llama  # count every Llama forward of the next trainer
+
+    n_forward = []
+    original = llama.LlamaModel.forward
+    llama.LlamaModel.forward = lambda self, *a, **k: (n_forward.append(1), original(self, *a, **k))[1]
+    try:
+        second = UnifiedLikelihoodTrainer(tiny_model_path, args=args, train_dataset=data)
+    finally:
+        llama.LlamaModel.forward = original
+    assert n_forward == [] and cache_files() == files  # reused: no reference forward
+    torch.testing.assert_close(torch.tensor(second.train_dataset["ref_chosen_logps"]),
+                               torch.tensor(first.train_dataset["ref_chosen_logps"]))
+    other = str(save_tiny_model(tmp_path / "other", seed=1))
+    third = UnifiedLikelihoodTrainer(other, args=args, train_dataset=data)
+    assert len(cache_files()) > len(files)  # a different model → a different key (and values)
+    assert third.train_dataset["ref_chosen_logps"] != first.train_dataset["ref_chosen_logps"]
+
+
+def test_sft_on_demonstrations_equals_sfttrainer(tiny_model_path, tmp_path):
+    demos = _demos()
+    kw = _args(tmp_path, max_length=64)
+    sft = SFTTrainer(tiny_model_path, args=SFTConfig(completion_only_loss=True, **kw), train_dataset=demos)
+    ours = UnifiedLikelihoodTrainer(tiny_model_path, args=UnifiedLikelihoodConfig(loss_type=["sft"], **kw),
+                                    train_dataset=demos)
+    assert ours.ref_model is None  # sft needs no reference
+    b_sft, b_ours = _batch(sft, 4), _batch(ours, 4)
+    l_sft, g_sft = _loss_and_grads(sft, b_sft)
+    l_ours, g_ours = _loss_and_grads(ours, b_ours)
+    assert abs(l_sft.item() - l_ours.item()) < 1e-5, (l_sft.item(), l_ours.item())
+    _assert_grads_close(g_sft, g_ours)
+
+
+# ---- one forward, per-kind terms ---------------------------------------------------------------------------------
+
+
+def _count_calls(module):
+    calls = []
+    handle = module.register_forward_hook(lambda *a: calls.append(1))
+    return calls, handle
+
+
+def test_mixed_batch_one_forward_and_per_kind_terms(tiny_model_path, tmp_path, tokenizer):
+    data = [_demos(2), _pairs(2), _graded()]  # 2 demos, 2 pairs, 3 graded rows = 9 sequences
+    args = UnifiedLikelihoodConfig(loss_type=["sft", "sigmoid", "rwr", "rft"], loss_weights=[1.0, 2.0, 0.5, 0.25],
+                                   rwr_temperature=2.0, **_args(tmp_path, beta=0.2, per_device_train_batch_size=7))
+    trainer = UnifiedLikelihoodTrainer(tiny_model_path, args=args, train_dataset=data)
+    torch.manual_seed(3)
+    with torch.no_grad():
+        for p in trainer.model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    batch = _batch(trainer, 7)
+    assert batch["input_ids"].shape[0] == 9
+    policy_calls, h1 = _count_calls(trainer.model.model)
+    ref_calls, h2 = _count_calls(trainer.ref_model.model)
+    trainer.model.train()
+    loss = trainer.compute_loss(trainer.model, batch)
+    h1.remove()
+    h2.remove()
+    assert len(policy_calls) == 1  # every sequence of every kind in one policy forward
+    assert len(ref_calls) == 1  # the reference only sees the pair sequences
+    # independent computation: one forward per row, the core bank, per-kind normalisation
+    def row_logps(model, row, which="completion_ids"):
+        ids = torch.tensor([row["prompt_ids"] + row[which]])
+        with torch.no_grad():
+            logits = model(input_ids=ids).logits[0, :-1]
+        lp = torch.log_softmax(logits.float(), -1).gather(-1, ids[0, 1:, None])[:, 0]
+        return lp[len(row["prompt_ids"]) - 1:].sum().item(), len(row[which])
+    rows = [trainer.train_dataset[i] for i in range(7)]
+    demo = [row_logps(trainer.model, r) for r in rows if r["row_kind"] == 0]
+    pol_c = [row_logps(trainer.model, r) for r in rows if r["row_kind"] == 1]
+    pol_r = [row_logps(trainer.model, r, "rejected_ids") for r in rows if r["row_kind"] == 1]
+    ref_c = [row_logps(trainer.ref_model, r) for r in rows if r["row_kind"] == 1]
+    ref_r = [row_logps(trainer.ref_model, r, "rejected_ids") for r in rows if r["row_kind"] == 1]
+    graded = [(row_logps(trainer.model, r), r["row_reward"], r["row_label"]) for r in rows if r["row_kind"] == 2]
+    t = lambda xs: torch.tensor(xs, dtype=torch.float32)  # noqa: E731
+    sft = reduce_loss(*sft_loss(t([s for s, _ in demo]), t([n for _, n in demo])))
+    dpo = dpo_sigmoid_loss(t([s for s, _ in pol_c]), t([s for s, _ in pol_r]), t([s for s, _ in ref_c]),
+                           t([s for s, _ in ref_r]), 0.2)[0].mean()
+    gS, gN = t([g[0][0] for g in graded]), t([g[0][1] for g in graded])
+    rewards = t([1.0, 0.0, 0.5])  # reward column
+    rwr = reduce_loss(*rwr_loss(gS, gN, rewards=rewards, temperature=2.0))
+    rft = reduce_loss(*rft_loss(gS, gN, torch.tensor([True, False, True])))  # label, label, reward 0.5 ≥ 0.5
+    m = trainer._metrics["train"]
+    for key, value in {"sft": sft, "sigmoid": dpo, "rwr": rwr, "rft": rft}.items():
+        assert m[f"loss/{key}"][-1] == pytest.approx(value.item(), rel=1e-4), key
+    expected = sft + 2.0 * dpo + 0.5 * rwr + 0.25 * rft
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-4)
+    assert m["nll/demonstration"][-1] == pytest.approx(sft.item(), rel=1e-4)
+    assert m["rows/graded"][-1] == 3 and m["rows/preference"][-1] == 2
+
+
+def test_gradient_accumulation_normalised_across_kinds(tiny_model_path, tmp_path):
+    """One optimizer step on the same 4 mixed rows: batch 4 × GA 1 and batch 2 × GA 2 give the same update."""
+    data = [_demos(2), _pairs(1), _graded().select([0])]
+    params = {}
+    for bs, ga in [(4, 1), (2, 2), (1, 4)]:
+        args = UnifiedLikelihoodConfig(
+            loss_type=["sft", "sigmoid", "rft"],
+            **_args(tmp_path, per_device_train_batch_size=bs, gradient_accumulation_steps=ga, optim="sgd",
+                    learning_rate=1.0, max_grad_norm=1e9, lr_scheduler_type="constant", beta=0.5),
+        )
+        trainer = UnifiedLikelihoodTrainer(tiny_model_path, args=args, train_dataset=data)
+        before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
+        trainer.train()
+        params[(bs, ga)] = {n: p.detach() - before[n] for n, p in trainer.model.named_parameters()}
+    ref = params[(4, 1)]
+    assert max(d.abs().max().item() for d in ref.values()) > 1e-3
+    for key in [(2, 2), (1, 4)]:
+        for n in ref:
+            torch.testing.assert_close(params[key][n], ref[n], atol=2e-6, rtol=1e-4)
+
+
+# ---- references ------------------------------------------------------------------------------------------------
+
+
+def test_reference_free_losses_load_no_reference(tiny_model_path, tmp_path):
+    data = [_demos(2), _pairs(2), _graded()]
+    args = UnifiedLikelihoodConfig(loss_type=["sft", "simpo", "orpo", "rwr", "rft"], **_args(tmp_path, max_steps=2))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # every kind is used: no warning
+        trainer = UnifiedLikelihoodTrainer(tiny_model_path, args=args, train_dataset=data)
+    assert trainer.ref_model is None
+    assert "ref_chosen_logps" not in trainer.train_dataset.column_names
+    assert args.precompute_ref_log_probs is False  # the user's config is left as given
+    before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
+    trainer.train()
+    changed = [n for n, p in trainer.model.named_parameters() if not torch.equal(p, before[n])]
+    assert changed  # full fine-tuning updates the weights
+    logged = trainer.state.log_history[0]
+    assert {"loss/simpo", "loss/orpo"} & logged.keys() or {"loss/sft", "loss/rft"} & logged.keys()
+
+
+def _lora_config():
+    from peft import LoraConfig
+
+    return LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"], lora_dropout=0.0)
+
+
+def test_lora_cached_reference_is_base_model_not_policy(tiny_model_path, tmp_path):
+    """Regression for TRL PR #6527: under PEFT, reference log-probs cached in the dataset are computed with the
+    adapters disabled (the base model), never by the policy itself, even after the adapter has been trained."""
+    pairs = _pairs()
+    args = UnifiedLikelihoodConfig(
+        loss_type=["sigmoid", "sft"], sft_on_chosen=True, precompute_ref_log_probs=True,
+        **_args(tmp_path, max_steps=6, learning_rate=5e-2, per_device_train_batch_size=2),
+    )
+    trainer = UnifiedLikelihoodTrainer(tiny_model_path, args=args, train_dataset=pairs, peft_config=_lora_config())
+    assert trainer.ref_model is None
+    base_before = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if "lora_" not in n}
+    trainer.train()
+    model = trainer.model
+    # frozen base, trained adapter
+    assert all(torch.equal(p, base_before[n]) for n, p in model.named_parameters() if "lora_" not in n)
+    assert any(p.abs().max() > 0 for n, p in model.named_parameters() if "lora_B" in n)
+    # a fresh precompute after training (what `evaluate(eval_dataset=…)` runs)
+    fresh = trainer._prepare_dataset(_pairs(), trainer.processing_class, args, "eval")
+    cached = trainer._precompute_ref_logps(fresh, "eval", 4)
+    batch = trainer._prepare_inputs(trainer.data_collator([cached[i] for i in range(4)]))
+    model.eval()
+    shift = batch["completion_mask"][:, 1:]
+    labels = batch["input_ids"].masked_fill(batch["completion_mask"] == 0, -100)
+    with torch.no_grad():
+        policy = sequence_logps(model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                                      labels=labels, fused_lm_head=True).log_probs, shift)[0]
+        with model.disable_adapter():
+            base = sequence_logps(model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                                        labels=labels, fused_lm_head=True).log_probs, shift)[0]
+    cached_all = torch.cat([batch["ref_chosen_logps"], batch["ref_rejected_logps"]])
+    torch.testing.assert_close(cached_all, base, atol=1e-4, rtol=1e-5)
+    assert (cached_all - policy).abs().max() > 1e-2  # the trained policy is not its own reference
+    # the cache made at init (untrained, zero-init adapter) is also the base model's
+    init_batch = trainer._prepare_inputs(trainer.data_collator([trainer.train_dataset[i] for i in range(4)]))
+    torch.testing.assert_close(torch.cat([init_batch["ref_chosen_logps"], init_batch["ref_rejected_logps"]]), base,
+                               atol=1e-4, rtol=1e-5)
+
+
+def test_qlora_mixed_run(tiny_model_path, tmp_path):
+    from transformers import BitsAndBytesConfig
+
+    bnb = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.float32)
+    args = UnifiedLikelihoodConfig(
+        loss_type=["sft", "sigmoid"], **_args(tmp_path, max_steps=3, learning_rate=1e-2, per_device_train_batch_size=4,
+                                              model_init_kwargs={"device_map": "cpu"}),
+    )
+    trainer = UnifiedLikelihoodTrainer(tiny_model_path, args=args, train_dataset=[_demos(), _pairs()],
+                                       quantization_config=bnb, peft_config=_lora_config())
+    assert getattr(trainer.model, "is_loaded_in_4bit", False)
+    lora_before = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if "lora_B" in n}
+    trainer.train()
+    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    assert losses and all(math.isfinite(x) for x in losses)
+    assert any(not torch.equal(p, lora_before[n]) for n, p in trainer.model.named_parameters() if "lora_B" in n)
+
+
+# ---- bad input -------------------------------------------------------------------------------------------------
+
+
+def _make(tiny_model_path, tmp_path, data, **kw):
+    args = UnifiedLikelihoodConfig(**{**dict(loss_type=["sft", "sigmoid"]), **kw}, **_args(tmp_path))
+    return UnifiedLikelihoodTrainer(tiny_model_path, args=args, train_dataset=data)
+
+
+def test_bad_rows_raise_before_training(tiny_model_path, tmp_path):
+    bad = mix_datasets([_demos(2), Dataset.from_dict({"prompt": ["q"], "answer": ["1"]})])
+    with pytest.raises(ValueError, match=r"row 2 of the train dataset matches no kind; its columns with a value are "
+                                         r"\['answer', 'prompt'\]"):
+        _make(tiny_model_path, tmp_path, bad)
+    same = Dataset.from_dict({"prompt": ["a", "b"], "chosen": [" x", " y"], "rejected": [" z", " y"]})
+    with pytest.raises(ValueError, match="row 1 of the train dataset: 'chosen' is identical to 'rejected'"):
+        _make(tiny_model_path, tmp_path, same)
+    nan = Dataset.from_dict({"prompt": ["a", "b"], "completion": [" x", " y"], "reward": [1.0, float("nan")]})
+    with pytest.raises(ValueError, match="row 1 of the train dataset: column 'reward' is nan"):
+        _make(tiny_model_path, tmp_path, nan, loss_type=["rwr"])
+    long = Dataset.from_dict({"prompt": ["short", "word " * 50], "completion": [" x", " y"]})
+    with pytest.raises(ValueError, match=r"first: \[1\]\) have a prompt of ≥ max_length=16"):
+        _make(tiny_model_path, tmp_path, long, loss_type=["sft"], max_length=16)
+    with pytest.raises(ValueError, match="rows must be demonstration"):
+        _make(tiny_model_path, tmp_path, Dataset.from_dict({"prompt": ["a"], "answer": ["b"]}))
+    with pytest.raises(TypeError, match="must be a UnifiedLikelihoodConfig"):
+        UnifiedLikelihoodTrainer(tiny_model_path, args=DPOConfig(str(tmp_path), bf16=False), train_dataset=_demos())
+
+
+def test_loss_without_rows_warns(tiny_model_path, tmp_path):
+    with pytest.warns(UserWarning, match="'sigmoid' applies to preference rows, and the train dataset has none"):
+        trainer = _make(tiny_model_path, tmp_path, _demos(), loss_type=["sft", "sigmoid"])
+    assert trainer.ref_model is not None  # the reference is still loaded: the config asked for sigmoid
+    with pytest.warns(UserWarning, match="has 3 graded row"):
+        _make(tiny_model_path, tmp_path, [_demos(2), _graded()], loss_type=["sft"])
+
+
+def test_long_completions_truncated_at_max_length(tiny_model_path, tmp_path):
+    data = Dataset.from_dict({"prompt": ["q"], "completion": [" word" * 40]})
+    trainer = _make(tiny_model_path, tmp_path, data, loss_type=["sft"], max_length=12)
+    batch = _batch(trainer, 1)
+    assert batch["input_ids"].shape[1] == 12 and batch["completion_mask"].sum() > 0
+
+
+# ---- formats, evaluation, card ---------------------------------------------------------------------------------
+
+
+def test_conversational_rows_tokenize_like_dpotrainer(tiny_model_path, tmp_path):
+    user = lambda t: [{"role": "user", "content": t}]  # noqa: E731
+    bot = lambda t: [{"role": "assistant", "content": t}]  # noqa: E731
+    pairs = Dataset.from_dict({"prompt": [user("2+2?"), user("3+3?")], "chosen": [bot("4"), bot("6")],
+                               "rejected": [bot("5"), bot("7")]})
+    demos = Dataset.from_dict({"prompt": [user("1+1?")], "completion": [bot("2")]})
+    dpo = DPOTrainer(tiny_model_path, args=DPOConfig(**_args(tmp_path)), train_dataset=pairs)
+    ours = _make(tiny_model_path, tmp_path, [pairs, demos])
+    for i in range(2):
+        for col in ("prompt_ids", "chosen_ids"):
+            ours_col = "completion_ids" if col == "chosen_ids" else col
+            assert ours.train_dataset[i][ours_col] == dpo.train_dataset[i][col]
+        assert ours.train_dataset[i]["rejected_ids"] == dpo.train_dataset[i]["rejected_ids"]
+    assert ours.train_dataset[2]["row_kind"] == 0 and len(ours.train_dataset[2]["completion_ids"]) > 0
+
+
+def test_evaluate_mixed_and_model_card(tiny_model_path, tmp_path):
+    trainer = _make(tiny_model_path, tmp_path, [_demos(2), _pairs(2)], loss_type=["sft", "sigmoid"])
+    metrics = trainer.evaluate(eval_dataset=[_demos(2), _pairs(2)])
+    assert math.isfinite(metrics["eval_loss"]) and "eval_loss/sft" in metrics and "eval_rewards/margins" in metrics
+    # held-out preference accuracy from the policy's own log-likelihoods (defined before training)
+    mixed = [_demos(2), _pairs(4)]
+    scores = trainer.pair_logps(mixed, batch_size=3)
+    assert scores["chosen_logps"].shape == (4,) and (scores["chosen_tokens"] > 0).all()
+    expected = (scores["chosen_logps"] > scores["rejected_logps"]).float().mean().item()
+    assert trainer.preference_accuracy(mixed) == expected
+    trainer.create_model_card()
+    card = (tmp_path / "out" / "README.md").read_text()
+    assert "UnifiedLikelihoodTrainer" in card and "None](https://huggingface.co/None)" not in card
+
+
+@pytest.mark.slow
+def test_example_script_runs_end_to_end(tiny_model_path, tmp_path):
+    """examples/unified.py on the tiny model: trains on gsm_symbolic demonstrations + pairs, writes results + plot."""
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "examples" / "unified.py"
+    spec = importlib.util.spec_from_file_location("unified_example", path)
+    module = importlib.util.module_from_spec(spec)
+    import sys
+
+    sys.modules["unified_example"] = module  # dataclasses resolve their module by name
+    spec.loader.exec_module(module)
+    out = tmp_path / "example"
+    script_args, training_args, model_args = module.make_parser().parse_args_and_config(args=[
+        "--model_name_or_path", tiny_model_path, "--num_demonstrations", "4", "--num_pairs", "4", "--num_eval", "4",
+        "--eval_max_new_tokens", "8", "--max_length", "256", "--output_dir", str(out),
+    ])
+    results = module.main(script_args, training_args, model_args)
+    saved = json.loads((out / "results.json").read_text())
+    assert saved["train_rows"] == {"demonstration": 4, "preference": 4}
+    for stage in ("before", "after"):
+        assert 0.0 <= saved[stage]["preference_accuracy"] <= 1.0 and "answer_accuracy" in saved[stage]
+    assert results["heldout_implicit_reward_accuracy"] is not None
+    assert (out / "unified_curves.png").is_file() and (out / "README.md").is_file()

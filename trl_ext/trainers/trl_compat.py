@@ -1,0 +1,229 @@
+"""The one place where trl_ext reaches into TRL internals.
+
+Each function wraps one internal attribute or method of a TRL class, so a TRL upgrade that renames it breaks one
+function here, not the trainers. Append-only: every engineer adds functions, nobody edits or deletes others'.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+
+# ---- ProcessGRPOTrainer (trl_ext/trainers/process_grpo.py) — GRPOTrainer internals, TRL 1.16 -------------------------
+
+
+def grpo_tokenizer(trainer: Any):
+    """The text tokenizer of a ``GRPOTrainer`` (``trainer._tokenizer``; the processor's tokenizer for VLMs)."""
+    tokenizer = getattr(trainer, "_tokenizer", None)
+    if tokenizer is None:
+        tokenizer = getattr(trainer.processing_class, "tokenizer", trainer.processing_class)
+    return tokenizer
+
+
+def grpo_num_generations(trainer: Any) -> int:
+    """Group size of the current mode: ``num_generations`` in training, ``num_generations_eval`` in evaluation."""
+    if trainer.model.training:
+        return trainer.num_generations
+    return getattr(trainer, "num_generations_eval", None) or trainer.num_generations
+
+
+def grpo_log_metric(trainer: Any, name: str, value: float) -> None:
+    """Queue a scalar metric as a reward function's ``log_metric`` does (``trainer._log_metric``).
+
+    Valid while ``_generate_and_score_completions`` runs (e.g. inside ``_calculate_rewards``): TRL flushes the queue
+    at its end, averaging over processes, into ``trainer._metrics[mode]``.
+    """
+    trainer._log_metric(name, value)
+
+
+def grpo_log_extra(trainer: Any, column: str, values: list) -> None:
+    """Queue a completions-table column (one value per local completion), as ``log_extra`` does."""
+    trainer._log_completion_extra(column, values)
+
+
+def grpo_replace_logged_advantages(trainer: Any, values: list[float]) -> None:
+    """Overwrite the advantages that ``_generate_and_score_completions`` just logged for the completions table.
+
+    ``values`` are the global batch's, in order; TRL keeps them in the deque ``trainer._logs["advantages"]``.
+    """
+    logged = trainer._logs["advantages"]
+    n = min(len(values), len(logged))
+    for i in range(n):
+        logged[len(logged) - n + i] = values[len(values) - n + i]
+
+
+# ---- UnifiedLikelihoodTrainer (trl_ext/trainers/unified.py) — DPOTrainer / data_utils internals, TRL 1.16 ----------
+
+
+def tokenize_example(processing_class: Any, text_or_messages: Any, **chat_template_kwargs: Any) -> list[int]:
+    """Token ids of a str (tokenizer call) or a message list (chat template), as TRL's dataset preparation does
+    (``trl.data_utils._tokenize``)."""
+    from trl.data_utils import _tokenize
+
+    return _tokenize(processing_class, text_or_messages, **chat_template_kwargs)["input_ids"]
+
+
+def common_prefix_len(ids: list[int], other_ids: list[int]) -> int:
+    """Number of leading tokens two sequences share (``trl.data_utils.common_prefix_length``): where a completion
+    starts when the tokenized prompt is not a prefix of the tokenized prompt+completion."""
+    from trl.data_utils import common_prefix_length
+
+    return common_prefix_length(ids, other_ids)
+
+
+def pad_sequences(tensors: list, padding_value: int, pad_to_multiple_of: int | None = None):
+    """Right-pad 1-D tensors into one ``(N, T)`` tensor (``trl.trainer.utils.pad``)."""
+    from trl.trainer.utils import pad
+
+    return pad(tensors, padding_value=padding_value, padding_side="right", pad_to_multiple_of=pad_to_multiple_of)
+
+
+def dpo_reference_context(trainer: Any):
+    """Context manager under which ``trainer.model`` computes reference log-probs, as ``DPOTrainer`` does: no grad,
+    gradient checkpointing off, and for a PEFT model without a separate ``ref_model`` the adapters **disabled** (or
+    the frozen ``"ref"`` copy that DPOTrainer adds for a pretrained adapter switched on)."""
+    import contextlib
+
+    import torch
+    from accelerate.utils import is_peft_model
+    from trl.models.utils import disable_gradient_checkpointing
+    from trl.trainer.utils import use_adapter
+
+    stack = contextlib.ExitStack()
+    stack.enter_context(torch.no_grad())
+    stack.enter_context(disable_gradient_checkpointing(trainer.model, trainer.args.gradient_checkpointing_kwargs))
+    if trainer.ref_model is None and is_peft_model(trainer.model):
+        unwrapped = trainer.accelerator.unwrap_model(trainer.model)
+        stack.enter_context(use_adapter(unwrapped, adapter_name="ref" if "ref" in unwrapped.peft_config else None))
+    return stack
+
+
+def dpo_metrics(trainer: Any, mode: str):
+    """The ``defaultdict(list)`` of metrics that ``DPOTrainer.log`` averages and flushes: ``trainer._metrics[mode]``."""
+    return trainer._metrics[mode]
+
+
+def dpo_count_train_tokens(trainer: Any, attention_mask) -> int:
+    """Add the batch's (all-process) token count to DPOTrainer's running ``num_tokens`` and return the total."""
+    n = trainer.accelerator.gather_for_metrics(attention_mask.sum()).sum().item()
+    trainer._total_train_tokens += n // trainer._tp_size
+    return trainer._total_train_tokens
+
+
+# ---- RFTTrainer (trl_ext/trainers/rft.py) — GRPOConfig / GRPOTrainer internals, TRL 1.16 -------------------------
+
+import contextlib  # noqa: E402
+from typing import Iterator  # noqa: E402
+
+
+class _GroupOfOne(int):
+    """The int 1, except that it passes ``GRPOConfig.__post_init__``'s ``num_generations < 2`` guard."""
+
+    def __lt__(self, other: Any) -> bool:
+        return False if other == 2 else int(self) < other
+
+
+def grpo_post_init_allowing_one_generation(config: Any, post_init: Any) -> None:
+    """Run ``GRPOConfig.__post_init__`` (``post_init``, bound) accepting ``num_generations == 1``.
+
+    GRPO needs groups (``num_generations >= 2``) for its group-relative advantage; PPO with a critic does not. Every
+    other check and derived field of TRL's ``__post_init__`` (``generation_batch_size``, ``steps_per_generation``, …)
+    still runs; ``config.num_generations`` is a plain ``1`` again afterwards. GRPOTrainer itself handles groups of one
+    (its own eval path uses them).
+    """
+    if config.num_generations != 1:
+        post_init()
+        return
+    config.num_generations = _GroupOfOne(1)
+    try:
+        post_init()
+    finally:
+        config.num_generations = 1
+
+
+@contextlib.contextmanager
+def grpo_kl_loss_term_disabled(trainer: Any) -> Iterator[None]:
+    """Within the block, ``GRPOTrainer._compute_loss`` adds no ``β·KL`` term to the loss (``trainer.beta`` is 0).
+
+    Outside it ``trainer.beta`` keeps its value, so TRL still builds the reference model and computes
+    ``ref_per_token_logps`` at rollout time (it only does so when ``beta != 0``).
+    """
+    beta = trainer.beta
+    trainer.beta = 0.0
+    try:
+        yield
+    finally:
+        trainer.beta = beta
+
+
+@contextlib.contextmanager
+def grpo_tap_per_token_logps(trainer: Any, on_call: Any = None) -> Iterator[list]:
+    """Record what ``trainer._get_per_token_logps_and_entropies`` returns within the block.
+
+    Yields a list that receives one ``(per_token_logps, entropies)`` tuple per call (tensors with their autograd
+    graph). ``on_call(per_token_logps, entropies)``, if given, runs right after each call returns: inside
+    ``GRPOTrainer._compute_loss`` that is after the policy forward and *before* TRL 1.16 reads
+    ``inputs["advantages"]``, so the callback may still set them from this very forward.
+    """
+    calls: list = []
+    original = trainer._get_per_token_logps_and_entropies
+
+    def tapped(*args: Any, **kwargs: Any):
+        out = original(*args, **kwargs)
+        calls.append((out[0], out[1]))
+        if on_call is not None:
+            on_call(out[0], out[1])
+        return out
+
+    trainer._get_per_token_logps_and_entropies = tapped
+    try:
+        yield calls
+    finally:
+        del trainer._get_per_token_logps_and_entropies  # back to the class method
+
+
+_GRPO_FORWARD_KEYS = (
+    "pixel_values", "image_grid_thw", "num_images", "pixel_attention_mask", "spatial_shapes", "num_tiles",
+    "image_sizes", "token_type_ids", "mm_token_type_ids", "image_position_ids",
+)
+
+
+def grpo_policy_logps(trainer: Any, model: Any, batch: dict, batch_size: int | None = None):
+    """Per-token log-probs of the completion tokens of a ``_generate_and_score_completions`` batch, no grad.
+
+    Runs ``trainer._get_per_token_logps_and_entropies`` (TRL's fused LM-head forward) on
+    ``prompt_ids ‖ completion_ids`` with gradient checkpointing off, as TRL does for ``old_per_token_logps``;
+    multimodal fields present in ``batch`` are passed through. Returns ``(B, T)``.
+    """
+    import torch
+    from trl.models.utils import disable_gradient_checkpointing
+
+    input_ids = torch.cat([batch["prompt_ids"], batch["completion_ids"]], dim=1)
+    attention_mask = torch.cat([batch["prompt_mask"], batch["completion_mask"]], dim=1)
+    extra = {k: batch[k] for k in _GRPO_FORWARD_KEYS if batch.get(k) is not None}
+    with torch.no_grad(), disable_gradient_checkpointing(trainer.model, trainer.args.gradient_checkpointing_kwargs):
+        logps, _, _ = trainer._get_per_token_logps_and_entropies(
+            model, input_ids, attention_mask, batch["completion_ids"].size(1), batch_size=batch_size, **extra
+        )
+    return logps
+
+
+def fused_lm_head_backbone(model: Any):
+    """The module whose ``last_hidden_state`` TRL's fused LM head projects (``add_fused_lm_head``).
+
+    That head calls ``causal_lm.base_model`` (the decoder stack, e.g. ``LlamaModel``) and projects its
+    ``last_hidden_state``, so a forward hook on this module sees the final-norm hidden states of every policy
+    forward, fused or not. ``model`` may be wrapped by DDP and/or PEFT.
+    """
+    while hasattr(model, "module") and not hasattr(model, "base_model_prefix"):  # DDP / DeepSpeed engine
+        model = model.module
+    if hasattr(model, "get_base_model"):  # PEFT
+        model = model.get_base_model()
+    return model.base_model
+
+
+def grpo_local_slice(trainer: Any, n_local: int) -> slice:
+    """Rows of this process in a tensor gathered over processes (``_calculate_rewards``' output), as TRL slices."""
+    start = trainer.accelerator.process_index * n_local
+    return slice(start, start + n_local)

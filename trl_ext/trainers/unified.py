@@ -1,0 +1,700 @@
+"""Unified likelihood training: demonstrations, preference pairs and graded samples in one objective.
+
+"All roads lead to likelihood" (Swamy et al., 2025; DeepSeekMath §5.2): SFT, DPO and rejection-sampling fine-tuning
+are the same sequence log-likelihood with different weights. :class:`UnifiedLikelihoodTrainer` trains on rows of
+three kinds (see :mod:`trl_ext.trainers.unified_collator`) in one run, one forward pass per batch, with a weighted
+bank of losses from :mod:`trl_ext.core.likelihood`.
+
+Example:
+    >>> from datasets import Dataset
+    >>> from trl_ext.trainers.unified import UnifiedLikelihoodConfig, UnifiedLikelihoodTrainer
+    >>> demos = Dataset.from_dict({"prompt": ["2+2="], "completion": ["4"]})
+    >>> pairs = Dataset.from_dict({"prompt": ["3+3="], "chosen": ["6"], "rejected": ["7"]})
+    >>> args = UnifiedLikelihoodConfig("out", loss_type=["sft", "sigmoid"], max_steps=1, report_to="none", bf16=False)
+    >>> trainer = UnifiedLikelihoodTrainer("path/to/model", args=args, train_dataset=[demos, pairs])  # doctest: +SKIP
+    >>> trainer.train()  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import math
+import textwrap
+import warnings
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from datasets import Dataset, IterableDataset
+from transformers.utils import ModelOutput
+from trl import DPOConfig, DPOTrainer
+from trl.data_utils import extract_prompt
+
+from ..core.likelihood import (
+    LIKELIHOOD_LOSS_TYPES,
+    NLL_NORMALIZATIONS,
+    PAIR_LOSS_TYPES,
+    REFERENCE_LOSS_TYPES,
+    dpo_sigmoid_loss,
+    hinge_loss,
+    ipo_loss,
+    orpo_loss,
+    reduce_loss,
+    rft_loss,
+    robust_loss,
+    rwr_loss,
+    sequence_logps,
+    sft_loss,
+    simpo_loss,
+)
+from ..hub import HubPushMixin
+from ..model_card import ModelCardMixin
+from .trl_compat import (
+    common_prefix_len,
+    dpo_count_train_tokens,
+    dpo_metrics,
+    dpo_reference_context,
+    tokenize_example,
+)
+from .unified_collator import (
+    _KIND_HELP,
+    DEMONSTRATION,
+    GRADED,
+    KIND_NAMES,
+    PREFERENCE,
+    PREPARED_COLUMNS,
+    REF_COLUMNS,
+    DataCollatorForUnifiedLikelihood,
+    infer_row_kind,
+    mix_datasets,
+)
+
+__all__ = ["UnifiedLikelihoodConfig", "UnifiedLikelihoodTrainer"]
+
+#: Which kind of row each loss type applies to.
+LOSS_KINDS = {"sft": "demonstration", "rwr": "graded", "rft": "graded", **{t: "preference" for t in PAIR_LOSS_TYPES}}
+
+
+@dataclass
+class UnifiedLikelihoodConfig(DPOConfig):
+    """Configuration of :class:`UnifiedLikelihoodTrainer`; every :class:`trl.DPOConfig` field applies as in DPO.
+
+    The loss is ``L = Σ_k loss_weights[k] · L_k`` over ``loss_type``; each term ``L_k`` is normalised over the rows it
+    applies to only (pairs for DPO-family losses, demonstration tokens for ``sft``, graded rows for ``rwr``/``rft``),
+    over the whole gradient-accumulation step and all processes, so the proportion of kinds in a batch never changes
+    a term's scale.
+
+    Example:
+        >>> from trl_ext.trainers.unified import UnifiedLikelihoodConfig
+        >>> args = UnifiedLikelihoodConfig("out", loss_type=["sft", "sigmoid"], loss_weights=[1.0, 0.5], bf16=False)
+        >>> args.needs_reference
+        True
+    """
+
+    loss_type: list[str] = field(
+        default_factory=lambda: ["sft", "sigmoid"],
+        metadata={
+            "help": "Losses to combine, each applied to the rows it makes sense for: `'sft'` (NLL of demonstrations), "
+            "`'sigmoid'` (DPO), `'ipo'`, `'hinge'`, `'robust'` (preference pairs, need a reference), `'simpo'`, "
+            "`'orpo'` (preference pairs, reference-free), `'rwr'` (reward-weighted NLL of graded samples, "
+            "w = exp(reward / rwr_temperature)), `'rft'` (NLL of graded samples with label True). Combined with "
+            "`loss_weights` (default 1.0 each)."
+        },
+    )
+    nll_normalization: str = field(
+        default="token",
+        metadata={
+            "help": "Normalisation of the NLL losses (`sft`, `rwr`, `rft`): `'token'` divides the summed NLL by the "
+            "number of completion tokens (SFTTrainer's completion-only loss), `'sequence'` averages the per-sequence "
+            "token means.",
+            "choices": list(NLL_NORMALIZATIONS),
+        },
+    )
+    sft_on_chosen: bool = field(
+        default=False,
+        metadata={
+            "help": "Also apply the `sft` loss to the chosen completion of every preference pair (what TRL's DPO "
+            "`loss_type=['sigmoid', 'sft']` does). Default False: `sft` applies to demonstrations only."
+        },
+    )
+    simpo_beta: float = field(
+        default=2.0,
+        metadata={"help": "β of the SimPO loss (reward scale of the length-normalised log-probs). Default 2.0."},
+    )
+    simpo_gamma: float = field(
+        default=0.5, metadata={"help": "Target reward margin γ of the SimPO loss. Default 0.5."}
+    )
+    orpo_lambda: float = field(
+        default=0.1, metadata={"help": "Weight λ of the odds-ratio term of the ORPO loss. Default 0.1."}
+    )
+    rwr_temperature: float = field(
+        default=1.0,
+        metadata={"help": "Temperature τ of the reward-weighted NLL (`rwr`): w = exp(reward / τ). Default 1.0."},
+    )
+    rft_reward_threshold: float = field(
+        default=0.5,
+        metadata={
+            "help": "For `rft`, a graded row without a `label` is accepted when its reward is ≥ this value. Default "
+            "0.5 (a 0/1 correctness grader). Rows with a `label` use it."
+        },
+    )
+
+    def __post_init__(self):
+        if isinstance(self.loss_type, str):
+            self.loss_type = [self.loss_type]
+        unknown = [t for t in self.loss_type if t not in LIKELIHOOD_LOSS_TYPES]
+        if unknown:
+            raise ValueError(
+                f"UnifiedLikelihoodConfig.loss_type: unknown loss type(s) {unknown}; choose from "
+                f"{list(LIKELIHOOD_LOSS_TYPES)}"
+            )
+        if len(set(self.loss_type)) != len(self.loss_type):
+            raise ValueError(f"UnifiedLikelihoodConfig.loss_type: duplicate loss types in {self.loss_type}")
+        if self.nll_normalization not in NLL_NORMALIZATIONS:
+            raise ValueError(
+                f"UnifiedLikelihoodConfig.nll_normalization must be one of {NLL_NORMALIZATIONS}, "
+                f"got {self.nll_normalization!r}"
+            )
+        if self.ld_alpha is not None or self.f_divergence_type != "reverse_kl" or self.use_weighting:
+            raise ValueError(
+                "UnifiedLikelihoodConfig: `ld_alpha`, `f_divergence_type` and `use_weighting` (DPO variants) are not "
+                "supported; use DPOTrainer for them"
+            )
+        if self.truncation_mode != "keep_start":
+            raise ValueError("UnifiedLikelihoodConfig.truncation_mode: only 'keep_start' is supported")
+        if "robust" in self.loss_type and not 0.0 <= self.label_smoothing < 0.5:
+            raise ValueError(
+                f"UnifiedLikelihoodConfig.label_smoothing must lie in [0, 0.5) for 'robust', got {self.label_smoothing}"
+            )
+        if self.rwr_temperature <= 0:
+            raise ValueError(f"UnifiedLikelihoodConfig.rwr_temperature must be > 0, got {self.rwr_temperature}")
+        super().__post_init__()
+
+    @property
+    def needs_reference(self) -> bool:
+        """Whether a loss in ``loss_type`` needs reference log-probs (sigmoid, ipo, hinge, robust)."""
+        return any(t in REFERENCE_LOSS_TYPES for t in self.loss_type)
+
+
+def _tokenize_row(
+    example: dict[str, Any], idx: int, processing_class: Any, eos_token: str, dataset_name: str
+) -> dict[str, Any]:
+    """Validate one row, infer its kind and tokenize it as TRL's DPO/SFT trainers do (prompt, prompt+completion,
+    completion = what follows their common prefix; EOS appended to standard-format completions)."""
+    where = f"UnifiedLikelihoodTrainer: row {idx} of the {dataset_name} dataset"
+    kind = infer_row_kind(example)
+    if kind is None:
+        filled = sorted(k for k, v in example.items() if v is not None)
+        raise ValueError(f"{where} matches no kind; its columns with a value are {filled}. Expected {_KIND_HELP}.")
+    if kind == "preference" and example.get("prompt") is None:
+        example = {**example, **extract_prompt({"chosen": example["chosen"], "rejected": example["rejected"]})}
+    prompt = example["prompt"]
+    conversational = isinstance(prompt, list)
+    completions = [example["chosen"], example["rejected"]] if kind == "preference" else [example["completion"]]
+    if kind == "preference" and example["chosen"] == example["rejected"]:
+        raise ValueError(f"{where}: 'chosen' is identical to 'rejected' (a pair carries no preference)")
+    if not conversational:
+        completions = [c if c.endswith(eos_token) else c + eos_token for c in completions]
+
+    kwargs: dict[str, Any] = {}
+    if conversational:
+        import json
+
+        tools = example.get("tools")
+        kwargs = {"tools": json.loads(tools) if isinstance(tools, str) else tools,
+                  **(example.get("chat_template_kwargs") or {})}
+        prompt_ids = tokenize_example(processing_class, prompt, add_generation_prompt=True, **kwargs)
+        full = [tokenize_example(processing_class, prompt + c, **kwargs) for c in completions]
+    else:
+        prompt_ids = tokenize_example(processing_class, prompt)
+        full = [tokenize_example(processing_class, prompt + c) for c in completions]
+    prompt_len = min(common_prefix_len(prompt_ids, f) for f in full)
+    out = {
+        "prompt_ids": prompt_ids[:prompt_len],
+        "completion_ids": full[0][prompt_len:],
+        "rejected_ids": full[1][prompt_len:] if kind == "preference" else [],
+        "row_kind": {"demonstration": DEMONSTRATION, "preference": PREFERENCE, "graded": GRADED}[kind],
+        "row_reward": float("nan"),
+        "row_label": -1,
+    }
+    if kind == "preference" and out["completion_ids"] == out["rejected_ids"]:
+        raise ValueError(f"{where}: 'chosen' and 'rejected' tokenize identically (a pair carries no preference)")
+    if kind == "graded":
+        reward, label = example.get("reward"), example.get("label")
+        if reward is not None:
+            try:
+                reward = float(reward)
+            except (TypeError, ValueError):
+                raise ValueError(f"{where}: column 'reward' must be a number, got {reward!r}") from None
+            if not math.isfinite(reward):
+                raise ValueError(f"{where}: column 'reward' is {reward} (NaN/inf rewards are not allowed)")
+            out["row_reward"] = reward
+        if label is not None:
+            if label not in (True, False, 0, 1):
+                raise ValueError(f"{where}: column 'label' must be a boolean, got {label!r}")
+            out["row_label"] = int(bool(label))
+    return out
+
+
+_DPO_CITATION = """@inproceedings{rafailov2023direct,
+    title     = {{Direct Preference Optimization: Your Language Model is Secretly a Reward Model}},
+    author    = {Rafael Rafailov and Archit Sharma and Eric Mitchell and Christopher D. Manning and Stefano Ermon and Chelsea Finn},
+    year      = 2023,
+    booktitle = {Advances in Neural Information Processing Systems 36}
+}"""
+
+
+class UnifiedLikelihoodTrainer(HubPushMixin, ModelCardMixin, DPOTrainer):
+    """Trains on demonstrations, preference pairs and graded samples with one weighted likelihood objective.
+
+    Subclasses TRL's :class:`~trl.DPOTrainer` and reuses its model/PEFT/quantisation loading, reference handling
+    (separate reference model, or adapters disabled under PEFT), reference precompute and caching, fused LM head
+    (per-token log-probs without materialising the logits) and metric logging. It overrides dataset preparation
+    (three kinds of rows), the collator (all sequences of a batch in one padded forward) and the loss (the bank of
+    :mod:`trl_ext.core.likelihood`).
+
+    Args:
+        model: model id/path, ``PreTrainedModel`` or ``PeftModel`` (as DPOTrainer).
+        ref_model: optional explicit reference model; ignored (with a warning) when no loss needs one.
+        args: :class:`UnifiedLikelihoodConfig`.
+        train_dataset: a ``Dataset`` whose rows may be of any kind, or a list of datasets (mixed with
+            :func:`~trl_ext.trainers.unified_collator.mix_datasets`).
+        eval_dataset, processing_class, compute_metrics, callbacks, optimizers, quantization_config, peft_config:
+            as :class:`~trl.DPOTrainer`.
+
+    Example:
+        >>> from datasets import Dataset
+        >>> from trl_ext.trainers.unified import UnifiedLikelihoodConfig, UnifiedLikelihoodTrainer
+        >>> data = [Dataset.from_dict({"prompt": ["2+2="], "completion": ["4"]}),
+        ...         Dataset.from_dict({"prompt": ["3+3="], "chosen": ["6"], "rejected": ["7"]}),
+        ...         Dataset.from_dict({"prompt": ["1+1="], "completion": ["2"], "label": [True]})]
+        >>> args = UnifiedLikelihoodConfig("out", loss_type=["sft", "sigmoid", "rft"], max_steps=2, report_to="none",
+        ...                                bf16=False)
+        >>> trainer = UnifiedLikelihoodTrainer("path/to/model", args=args, train_dataset=data)  # doctest: +SKIP
+        >>> trainer.train()  # doctest: +SKIP
+    """
+
+    # the loss is normalised by the counts of the whole gradient-accumulation step (see `get_batch_samples`)
+    loss_is_scaled_for_ga = True
+
+    _tag_names = ["trl", "trl-ext", "unified-likelihood", "dpo", "sft"]
+    _name = "UnifiedLikelihood"
+    _paper = {
+        "title": "All Roads Lead to Likelihood: The Value of Reinforcement Learning in Fine-Tuning",
+        "id": "2503.01067",
+        "citation": textwrap.dedent("""\
+            @article{swamy2025roads,
+                title   = {{All Roads Lead to Likelihood: The Value of Reinforcement Learning in Fine-Tuning}},
+                author  = {Gokul Swamy and Sanjiban Choudhury and Wen Sun and Zhiwei Steven Wu and J. Andrew Bagnell},
+                year    = 2025,
+                journal = {arXiv preprint arXiv:2503.01067},
+            }"""),
+    }
+    _card_template = "unified.md"
+    _card_trainer_name = "UnifiedLikelihoodTrainer"
+    _card_tags = ("unified-likelihood", "dpo", "sft")
+    _card_hyperparameters = ("loss_type", "loss_weights", "beta", "nll_normalization", "max_length",
+                             "precompute_ref_log_probs")
+    _card_plot_keys = ("loss", "rewards/accuracies", "rewards/margins", "nll/demonstration")
+
+    @property
+    def _card_citation(self) -> str:  # type: ignore[override]
+        return _DPO_CITATION + "\n\n" + self._paper["citation"]
+
+    def __init__(
+        self,
+        model: Any,
+        ref_model: Any = None,
+        args: UnifiedLikelihoodConfig | None = None,
+        data_collator: Any = None,
+        train_dataset: Dataset | IterableDataset | list | tuple | None = None,
+        eval_dataset: Any = None,
+        processing_class: Any = None,
+        compute_metrics: Any = None,
+        callbacks: Any = None,
+        optimizers: tuple = (None, None),
+        quantization_config: Any = None,
+        peft_config: Any = None,
+    ):
+        if args is None:
+            args = UnifiedLikelihoodConfig("UnifiedLikelihood")
+        elif not isinstance(args, UnifiedLikelihoodConfig):
+            raise TypeError(
+                f"UnifiedLikelihoodTrainer: `args` must be a UnifiedLikelihoodConfig, got {type(args).__name__}"
+            )
+        if isinstance(train_dataset, (list, tuple)):
+            train_dataset = mix_datasets(train_dataset)
+        if isinstance(eval_dataset, (list, tuple)):
+            eval_dataset = mix_datasets(eval_dataset)
+        elif isinstance(eval_dataset, dict):
+            eval_dataset = {k: mix_datasets(v) if isinstance(v, (list, tuple)) else v for k, v in eval_dataset.items()}
+
+        self._needs_reference = args.needs_reference
+        if not self._needs_reference and ref_model is not None:
+            warnings.warn(
+                f"UnifiedLikelihoodTrainer: loss_type={args.loss_type} needs no reference; `ref_model` is ignored",
+                stacklevel=2,
+            )
+            ref_model = None
+        user_precompute = args.precompute_ref_log_probs
+        # DPOTrainer loads a reference model unless PEFT or `precompute_ref_log_probs`: claim the latter while it
+        # initialises when no loss needs a reference; defer its precompute until our collator is in place.
+        self._defer_precompute = True
+        args.precompute_ref_log_probs = user_precompute or not self._needs_reference
+        try:
+            super().__init__(
+                model=model,
+                ref_model=ref_model,
+                args=args,
+                data_collator=data_collator,
+                train_dataset=train_dataset,
+                eval_dataset=eval_dataset,
+                processing_class=processing_class,
+                compute_metrics=compute_metrics,
+                callbacks=callbacks,
+                optimizers=optimizers,
+                quantization_config=quantization_config,
+                peft_config=peft_config,
+            )
+        finally:
+            args.precompute_ref_log_probs = user_precompute
+            self._defer_precompute = False
+        self.precompute_ref_logps = user_precompute and self._needs_reference
+        if data_collator is None:
+            self.data_collator = DataCollatorForUnifiedLikelihood(
+                pad_token_id=self._tokenizer.pad_token_id,
+                max_length=args.max_length,
+                pad_to_multiple_of=args.pad_to_multiple_of,
+            )
+        if self.precompute_ref_logps:
+            self.train_dataset = self._precompute_ref_logps(
+                self.train_dataset, "train", args.precompute_ref_batch_size or args.per_device_train_batch_size
+            )
+            if self.eval_dataset is not None:
+                bs = args.precompute_ref_batch_size or args.per_device_eval_batch_size
+                if isinstance(self.eval_dataset, dict):
+                    self.eval_dataset = {k: self._precompute_ref_logps(v, k, bs) for k, v in self.eval_dataset.items()}
+                else:
+                    self.eval_dataset = self._precompute_ref_logps(self.eval_dataset, "eval", bs)
+
+    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
+        """As :meth:`trl.DPOTrainer.evaluate`; ``eval_dataset`` may also be a list of datasets to mix."""
+        if isinstance(eval_dataset, (list, tuple)):
+            eval_dataset = mix_datasets(eval_dataset)
+        elif isinstance(eval_dataset, dict):
+            eval_dataset = {k: mix_datasets(v) if isinstance(v, (list, tuple)) else v for k, v in eval_dataset.items()}
+        return super().evaluate(eval_dataset=eval_dataset, ignore_keys=ignore_keys, metric_key_prefix=metric_key_prefix)
+
+    @torch.no_grad()
+    def pair_logps(self, dataset: Dataset | list[Dataset], batch_size: int = 8) -> dict[str, torch.Tensor]:
+        """Sequence log-probs and token counts of the preference pairs of ``dataset`` under the current policy:
+        ``{"chosen_logps", "rejected_logps", "chosen_tokens", "rejected_tokens"}`` (one value per pair; rows of other
+        kinds are ignored). Needs no reference, so it is defined before training too.
+
+        Example:
+            >>> scores = trainer.pair_logps(preference_dataset(32, split="eval"))  # doctest: +SKIP
+            >>> (scores["chosen_logps"] > scores["rejected_logps"]).float().mean()  # doctest: +SKIP
+            tensor(0.5938)
+        """
+        prepared = self._prepare_dataset(dataset, self.processing_class, self.args, "scored")
+        rows = [i for i, k in enumerate(prepared["row_kind"]) if k == PREFERENCE]
+        if not rows:
+            raise ValueError("UnifiedLikelihoodTrainer.pair_logps: the dataset has no preference rows")
+        model = self.accelerator.unwrap_model(self.model)
+        was_training = model.training
+        model.eval()
+        out: dict[str, list[torch.Tensor]] = {k: [] for k in ("chosen_logps", "rejected_logps", "chosen_tokens",
+                                                               "rejected_tokens")}
+        try:
+            for start in range(0, len(rows), batch_size):
+                chunk = [prepared[i] for i in rows[start : start + batch_size]]
+                batch = self._prepare_inputs(self.data_collator(chunk))
+                completion_mask = batch["completion_mask"]
+                labels = batch["input_ids"].masked_fill(completion_mask == 0, -100)
+                logps = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=labels,
+                              use_cache=False, fused_lm_head=True).log_probs
+                shift = completion_mask[:, 1:]
+                S, n = sequence_logps(logps[:, -shift.size(1):], shift)
+                for key, value in zip(("chosen_logps", "rejected_logps"), S.float().cpu().chunk(2), strict=True):
+                    out[key].append(value)
+                for key, value in zip(("chosen_tokens", "rejected_tokens"), n.float().cpu().chunk(2), strict=True):
+                    out[key].append(value)
+        finally:
+            model.train(was_training)
+        return {k: torch.cat(v) for k, v in out.items()}
+
+    def preference_accuracy(
+        self, dataset: Dataset | list[Dataset], batch_size: int = 8, length_normalized: bool = False
+    ) -> float:
+        """Fraction of the preference pairs of ``dataset`` to which the current policy gives the chosen completion a
+        higher log-likelihood than the rejected one: ``mean(1[S_w > S_l])`` (``S/n`` when ``length_normalized``).
+        See :meth:`pair_logps`.
+
+        Example:
+            >>> trainer.preference_accuracy(preference_dataset(32, split="eval"))  # doctest: +SKIP
+            0.59375
+        """
+        s = self.pair_logps(dataset, batch_size)
+        chosen, rejected = s["chosen_logps"], s["rejected_logps"]
+        if length_normalized:
+            chosen, rejected = chosen / s["chosen_tokens"].clamp(min=1), rejected / s["rejected_tokens"].clamp(min=1)
+        return (chosen > rejected).float().mean().item()
+
+    # ---- data ----------------------------------------------------------------------------------------------------
+
+    def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
+        """Validate every row, infer its kind and tokenize it; idempotent on an already prepared dataset."""
+        if isinstance(dataset, (list, tuple)):
+            dataset = mix_datasets(dataset)
+        columns = dataset.column_names or list(next(iter(dataset)).keys())
+        if "row_kind" in columns:
+            return dataset
+        if not ({"completion"} <= set(columns) or {"chosen", "rejected"} <= set(columns)):
+            raise ValueError(
+                f"UnifiedLikelihoodTrainer: the {dataset_name} dataset has columns {sorted(columns)}; rows must be "
+                f"{_KIND_HELP}"
+            )
+        map_kwargs: dict[str, Any] = {}
+        if isinstance(dataset, Dataset):
+            map_kwargs = {"num_proc": args.dataset_num_proc, "desc": f"Tokenizing {dataset_name} dataset"}
+        dataset = dataset.map(
+            _tokenize_row,
+            with_indices=True,
+            fn_kwargs={"processing_class": processing_class, "eos_token": self._tokenizer.eos_token,
+                       "dataset_name": dataset_name},
+            **map_kwargs,
+        )
+        if isinstance(dataset, Dataset):
+            self._check_prepared(dataset, args, dataset_name)
+        return dataset
+
+    def _check_prepared(self, dataset: Dataset, args: UnifiedLikelihoodConfig, dataset_name: str) -> None:
+        if args.max_length is not None:
+            too_long = [i for i, ids in enumerate(dataset["prompt_ids"]) if len(ids) >= args.max_length]
+            if too_long:
+                raise ValueError(
+                    f"UnifiedLikelihoodTrainer: {len(too_long)} row(s) of the {dataset_name} dataset (first: "
+                    f"{too_long[:5]}) have a prompt of ≥ max_length={args.max_length} tokens, which leaves no "
+                    "completion token to train on. Raise `max_length` or shorten/drop these prompts. (Longer "
+                    "prompt+completion sequences are truncated at the end.)"
+                )
+        counts = Counter(KIND_NAMES[k] for k in dataset["row_kind"])
+        if dataset_name != "train":
+            return
+        for loss_type in args.loss_type:
+            kind = LOSS_KINDS[loss_type]
+            if counts[kind] == 0 and not (loss_type == "sft" and args.sft_on_chosen and counts["preference"]):
+                warnings.warn(
+                    f"UnifiedLikelihoodTrainer: loss_type {loss_type!r} applies to {kind} rows, and the train dataset "
+                    f"has none (kinds present: {dict(counts)}); this term will be 0",
+                    stacklevel=3,
+                )
+        used = {LOSS_KINDS[t] for t in args.loss_type}
+        for kind, n in counts.items():
+            if n and kind not in used:
+                warnings.warn(
+                    f"UnifiedLikelihoodTrainer: the train dataset has {n} {kind} row(s) but no loss in "
+                    f"loss_type={args.loss_type} applies to them; they only cost compute",
+                    stacklevel=3,
+                )
+
+    def _set_signature_columns_if_needed(self):
+        if self._signature_columns is None:
+            self._signature_columns = list(PREPARED_COLUMNS) + list(REF_COLUMNS)
+
+    # ---- reference -----------------------------------------------------------------------------------------------
+
+    def _precompute_ref_logps(self, dataset, name, batch_size):
+        if self._defer_precompute or not self._needs_reference:
+            return dataset
+        return super()._precompute_ref_logps(dataset, name, batch_size)
+
+    def _pair_reference_logps(self, inputs: dict[str, Any]) -> torch.Tensor:
+        """Reference sequence log-probs of the ``2P`` pair sequences (chosen then rejected) of a collated batch,
+        from the reference model, or from the policy with its adapters disabled under PEFT."""
+        n_pair_seqs = 2 * inputs["pair_rows"].numel()
+        input_ids = inputs["input_ids"][:n_pair_seqs]
+        completion_mask = inputs["completion_mask"][:n_pair_seqs]
+        labels = input_ids.masked_fill(completion_mask == 0, -100)
+        model = self.ref_model if self.ref_model is not None else self.model
+        with dpo_reference_context(self), self.accelerator.autocast():
+            out = model(input_ids=input_ids, attention_mask=inputs["attention_mask"][:n_pair_seqs], labels=labels,
+                        use_cache=False, fused_lm_head=True)
+        shift_mask = completion_mask[:, 1:]
+        return sequence_logps(out.log_probs[:, -shift_mask.size(1):], shift_mask)[0]
+
+    def compute_ref_log_probs(self, model, inputs):
+        """Per-row reference log-probs ``(ref_chosen (B,), ref_rejected (B,))`` of a collated batch; 0 for rows
+        that are not pairs (they need none). Used by DPOTrainer's precompute, which caches them in the dataset."""
+        batch_size = inputs["row_kind"].numel()
+        device = inputs["input_ids"].device
+        ref_chosen = torch.zeros(batch_size, device=device)
+        ref_rejected = torch.zeros(batch_size, device=device)
+        if inputs["pair_rows"].numel():
+            chosen, rejected = self._pair_reference_logps(inputs).float().chunk(2)
+            ref_chosen[inputs["pair_rows"]] = chosen
+            ref_rejected[inputs["pair_rows"]] = rejected
+        return ref_chosen, ref_rejected
+
+    # ---- loss ----------------------------------------------------------------------------------------------------
+
+    def _graded_targets(self, inputs: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(rewards, accepted)`` of the graded rows: a label-only row has reward ``1[label]``; a reward-only row
+        is accepted when ``reward ≥ rft_reward_threshold``."""
+        rewards, labels = inputs["rewards"], inputs["graded_labels"]
+        reward = torch.where(torch.isnan(rewards), labels.clamp(min=0).to(rewards.dtype), rewards)
+        accepted = torch.where(labels >= 0, labels == 1, rewards >= self.args.rft_reward_threshold)
+        return reward, accepted
+
+    def _split(self, x: torch.Tensor, inputs: dict[str, Any]) -> dict[str, torch.Tensor]:
+        P, D, G = (inputs[k].numel() for k in ("pair_rows", "demo_rows", "graded_rows"))
+        chosen, rejected, demo, graded = x.split([P, P, D, G])
+        return {"chosen": chosen, "rejected": rejected, "demonstration": demo, "graded": graded}
+
+    def _sft_rows(self, parts: dict[str, torch.Tensor]) -> torch.Tensor:
+        if self.args.sft_on_chosen:
+            return torch.cat([parts["demonstration"], parts["chosen"]])
+        return parts["demonstration"]
+
+    def _loss_denominators(self, inputs: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """The normaliser ``Σ d_i`` of every loss term for one collated batch (known before the forward)."""
+        n_tokens = inputs["completion_mask"][:, 1:].sum(dim=1).float()
+        parts = self._split(n_tokens, inputs)
+        zeros = torch.zeros_like
+        norm = self.args.nll_normalization
+        out = {}
+        for loss_type in self.loss_types:
+            if loss_type == "sft":
+                n = self._sft_rows(parts)
+                out[loss_type] = sft_loss(zeros(n), n, norm)[1].sum()
+            elif loss_type in PAIR_LOSS_TYPES:
+                out[loss_type] = torch.tensor(float(inputs["pair_rows"].numel()))
+            elif loss_type == "rwr":
+                n = parts["graded"]
+                out[loss_type] = rwr_loss(zeros(n), n, weights=torch.ones_like(n), normalization=norm)[1].sum()
+            elif loss_type == "rft":
+                n = parts["graded"]
+                _, accepted = self._graded_targets(inputs)
+                out[loss_type] = rft_loss(zeros(n), n, accepted.to(n.device), norm)[1].sum()
+        return out
+
+    def get_batch_samples(self, epoch_iterator, num_batches, device):
+        """Collect the micro-batches of one optimizer step and return, as ``num_items_in_batch``, the normaliser of
+        every loss term summed over them and over all processes (so accumulation never changes the loss)."""
+        batch_samples, _ = super().get_batch_samples(epoch_iterator, num_batches, device)
+        if not batch_samples:
+            return batch_samples, None
+        totals: dict[str, torch.Tensor] = {}
+        for batch in batch_samples:
+            for key, value in self._loss_denominators(batch).items():
+                totals[key] = totals.get(key, 0.0) + value.float().cpu()
+        keys = sorted(totals)
+        stacked = torch.stack([torch.as_tensor(totals[k]) for k in keys]).to(device)
+        if self.accelerator.num_processes > 1:
+            stacked = self.accelerator.reduce(stacked, reduction="sum")
+        return batch_samples, {"denominators": dict(zip(keys, stacked.unbind(0), strict=True))}
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        """``L = Σ_k w_k · Σ_i ℓ_k,i / D_k`` from one forward over all sequences of the batch."""
+        mode = "train" if self.model.training else "eval"
+        input_ids, completion_mask = inputs["input_ids"], inputs["completion_mask"]
+        labels = input_ids.masked_fill(completion_mask == 0, -100)
+        model_kwargs = {"input_ids": input_ids, "attention_mask": inputs["attention_mask"], "use_cache": False}
+        if self.aux_loss_enabled:
+            model_kwargs["output_router_logits"] = True
+        outputs = model(**model_kwargs, labels=labels, fused_lm_head=True)
+        shift_mask = completion_mask[:, 1:]
+        per_token_logps = outputs.log_probs[:, -shift_mask.size(1):]
+        sum_logps, n_tokens = sequence_logps(per_token_logps, shift_mask)
+        S, N = self._split(sum_logps, inputs), self._split(n_tokens, inputs)
+
+        n_pairs = inputs["pair_rows"].numel()
+        ref_chosen = ref_rejected = None
+        if self._needs_reference and n_pairs:
+            if "ref_chosen_logps" in inputs:
+                ref_chosen, ref_rejected = inputs["ref_chosen_logps"], inputs["ref_rejected_logps"]
+            else:
+                ref_chosen, ref_rejected = self._pair_reference_logps(inputs).chunk(2)
+            ref_chosen, ref_rejected = ref_chosen.to(sum_logps.dtype), ref_rejected.to(sum_logps.dtype)
+
+        global_norm = isinstance(num_items_in_batch, dict) and "denominators" in num_items_in_batch
+        totals = num_items_in_batch["denominators"] if global_norm else {}
+        args, norm = self.args, self.args.nll_normalization
+        loss = 0.0 * sum_logps.sum()  # keeps the graph connected when no term has rows
+        stats: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        pair_rewards = None
+        for loss_type, weight in zip(self.loss_types, self.loss_weights, strict=True):
+            if loss_type == "sft":
+                losses, dens = sft_loss(self._sft_rows(S), self._sft_rows(N), norm)
+            elif loss_type == "rwr":
+                reward, _ = self._graded_targets(inputs)
+                losses, dens = rwr_loss(S["graded"], N["graded"], rewards=reward.to(sum_logps.dtype),
+                                        temperature=args.rwr_temperature, normalization=norm)
+            elif loss_type == "rft":
+                _, accepted = self._graded_targets(inputs)
+                losses, dens = rft_loss(S["graded"], N["graded"], accepted, norm)
+            else:
+                losses, rw, rl = self._pair_loss(loss_type, S, N, ref_chosen, ref_rejected)
+                dens = torch.ones_like(losses)
+                if pair_rewards is None and n_pairs:
+                    pair_rewards = (rw, rl)
+            total = totals.get(loss_type) if global_norm else None
+            loss = loss + weight * reduce_loss(losses, dens, total)
+            stats[f"loss/{loss_type}"] = (losses.detach().sum(), dens.detach().sum())
+
+        if global_norm and self.accelerator.num_processes > 1:
+            loss = loss * self.accelerator.num_processes  # DDP averages the gradients over processes
+        elif not global_norm and mode == "train":
+            loss = loss / getattr(self, "current_gradient_accumulation_steps", 1)  # fallback: micro-batch normalisation
+        if self.aux_loss_enabled:
+            loss = loss + self.router_aux_loss_coef * outputs.aux_loss
+
+        self._log_unified_metrics(mode, inputs, S, N, stats, pair_rewards)
+        if return_outputs:
+            return loss, ModelOutput(loss=loss.detach())
+        return loss
+
+    def _pair_loss(self, loss_type, S, N, ref_chosen, ref_rejected):
+        """``(losses, chosen_rewards, rejected_rewards)`` of a pair loss over the pairs of the batch."""
+        args = self.args
+        cw, cl, nw, nl = S["chosen"], S["rejected"], N["chosen"], N["rejected"]
+        if cw.numel() == 0:
+            return cw, cw.detach(), cl.detach()
+        if loss_type == "sigmoid":
+            return dpo_sigmoid_loss(cw, cl, ref_chosen, ref_rejected, self.beta)
+        if loss_type == "hinge":
+            return hinge_loss(cw, cl, ref_chosen, ref_rejected, self.beta)
+        if loss_type == "ipo":
+            return ipo_loss(cw, cl, ref_chosen, ref_rejected, nw, nl, self.beta)
+        if loss_type == "robust":
+            return robust_loss(cw, cl, ref_chosen, ref_rejected, self.beta, args.label_smoothing)
+        if loss_type == "simpo":
+            return simpo_loss(cw, cl, nw, nl, args.simpo_beta, args.simpo_gamma, args.label_smoothing)
+        if loss_type == "orpo":
+            return orpo_loss(cw, cl, nw, nl, args.orpo_lambda)
+        raise ValueError(f"UnifiedLikelihoodTrainer: {loss_type!r} is not a pair loss")
+
+    def _log_unified_metrics(self, mode, inputs, S, N, stats, pair_rewards) -> None:
+        metrics = dpo_metrics(self, mode)
+        one = lambda x: torch.tensor(float(x), device=S["chosen"].device)  # noqa: E731
+        items: dict[str, tuple[torch.Tensor, torch.Tensor]] = dict(stats)
+        for kind in ("chosen", "rejected", "demonstration", "graded"):
+            items[f"logps/{kind}"] = (S[kind].detach().sum(), one(S[kind].numel()))
+        items["nll/demonstration"] = (-S["demonstration"].detach().sum(), N["demonstration"].sum())
+        if pair_rewards is not None:
+            rw, rl = pair_rewards
+            n = one(rw.numel())
+            items["rewards/chosen"] = (rw.sum(), n)
+            items["rewards/rejected"] = (rl.sum(), n)
+            items["rewards/margins"] = ((rw - rl).sum(), n)
+            items["rewards/accuracies"] = ((rw > rl).float().sum(), n)
+        for code, kind in enumerate(KIND_NAMES):
+            items[f"rows/{kind}"] = (one((inputs["row_kind"] == code).sum().item()), one(1))
+        keys = list(items)
+        values = torch.stack([torch.stack([items[k][0].float(), items[k][1].float()]) for k in keys])
+        values = self.accelerator.reduce(values, reduction="sum") if self.accelerator.num_processes > 1 else values
+        for key, (num, den) in zip(keys, values.tolist(), strict=True):
+            if den > 0:
+                metrics[key].append(num / den)
+        if mode == "train":
+            metrics["num_tokens"] = [dpo_count_train_tokens(self, inputs["attention_mask"])]

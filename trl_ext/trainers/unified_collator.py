@@ -1,0 +1,196 @@
+"""Rows of three kinds for :class:`~trl_ext.trainers.unified.UnifiedLikelihoodTrainer`: kind inference, dataset
+mixing, and the collator that lays every sequence of a batch out for **one** forward pass.
+
+Kinds (inferred per row from the columns that hold a value, ``None`` counting as absent):
+
+========================  ==========================================  ==================================
+kind                      columns                                     sequences in the forward
+========================  ==========================================  ==================================
+``demonstration``         ``prompt``, ``completion``                  1
+``preference``            ``prompt``, ``chosen``, ``rejected``        2 (chosen, rejected)
+``graded``                ``prompt``, ``completion``, ``reward`` and/or boolean ``label``    1
+========================  ==========================================  ==================================
+
+Example:
+    >>> from trl_ext.trainers.unified_collator import DataCollatorForUnifiedLikelihood, PREFERENCE, DEMONSTRATION
+    >>> collator = DataCollatorForUnifiedLikelihood(pad_token_id=0)
+    >>> batch = collator([
+    ...     {"prompt_ids": [1, 2], "completion_ids": [3], "rejected_ids": [4, 5], "row_kind": PREFERENCE,
+    ...      "row_reward": float("nan"), "row_label": -1},
+    ...     {"prompt_ids": [6], "completion_ids": [7, 8], "rejected_ids": [], "row_kind": DEMONSTRATION,
+    ...      "row_reward": float("nan"), "row_label": -1},
+    ... ])
+    >>> batch["input_ids"]  # [chosen of the pairs, rejected of the pairs, demonstrations, graded]
+    tensor([[1, 2, 3, 0],
+            [1, 2, 4, 5],
+            [6, 7, 8, 0]])
+    >>> batch["completion_mask"]
+    tensor([[0, 0, 1, 0],
+            [0, 0, 1, 1],
+            [0, 1, 1, 0]])
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from transformers.data.data_collator import DataCollatorMixin
+
+from .trl_compat import pad_sequences
+
+DEMONSTRATION, PREFERENCE, GRADED = 0, 1, 2
+#: Names of the kinds, indexed by their code in the ``row_kind`` column.
+KIND_NAMES = ("demonstration", "preference", "graded")
+
+#: Columns added by the trainer's dataset preparation (the tokenized form read by the collator).
+PREPARED_COLUMNS = ("prompt_ids", "completion_ids", "rejected_ids", "row_kind", "row_reward", "row_label")
+REF_COLUMNS = ("ref_chosen_logps", "ref_rejected_logps")
+
+_KIND_HELP = (
+    "demonstration (prompt, completion), preference (prompt, chosen, rejected) or graded "
+    "(prompt, completion, and reward and/or a boolean label)"
+)
+
+
+def _has(row: dict[str, Any], key: str) -> bool:
+    return row.get(key) is not None
+
+
+def infer_row_kind(row: dict[str, Any]) -> str | None:
+    """The kind of one dataset row from the columns that hold a value: ``"demonstration"``, ``"preference"``,
+    ``"graded"``, or ``None`` when it matches none (or is ambiguous: a completion *and* a pair).
+
+    A preference row may leave ``prompt`` implicit (TRL's implicit-prompt format: the shared start of ``chosen`` and
+    ``rejected``); the other kinds need a ``prompt``.
+
+    Example:
+        >>> infer_row_kind({"prompt": "1+1=", "completion": "2"})
+        'demonstration'
+        >>> infer_row_kind({"prompt": "1+1=", "completion": "3", "reward": 0.0, "chosen": None})
+        'graded'
+        >>> infer_row_kind({"prompt": "1+1=", "chosen": "2", "rejected": "3"})
+        'preference'
+        >>> infer_row_kind({"prompt": "1+1="}) is None
+        True
+    """
+    pair = _has(row, "chosen") and _has(row, "rejected")
+    completion = _has(row, "completion")
+    if pair and not completion:
+        return "preference"
+    if completion and not (_has(row, "chosen") or _has(row, "rejected")) and _has(row, "prompt"):
+        return "graded" if (_has(row, "reward") or _has(row, "label")) else "demonstration"
+    return None
+
+
+def mix_datasets(datasets: Sequence[Any]):
+    """Concatenate datasets of different kinds into one: columns missing from a dataset are added as ``None``.
+
+    All datasets must share the format (all standard, or all conversational) and the type of every common column.
+
+    Example:
+        >>> from datasets import Dataset
+        >>> demos = Dataset.from_dict({"prompt": ["1+1="], "completion": ["2"]})
+        >>> pairs = Dataset.from_dict({"prompt": ["2+2="], "chosen": ["4"], "rejected": ["5"]})
+        >>> mixed = mix_datasets([demos, pairs])
+        >>> [infer_row_kind(row) for row in mixed]
+        ['demonstration', 'preference']
+    """
+    from datasets import Dataset, concatenate_datasets
+
+    datasets = list(datasets)
+    if not datasets:
+        raise ValueError("mix_datasets: got an empty list of datasets")
+    for i, ds in enumerate(datasets):
+        if not isinstance(ds, Dataset):
+            raise TypeError(f"mix_datasets: element {i} is a {type(ds).__name__}, expected a datasets.Dataset")
+    features: dict[str, Any] = {}
+    for i, ds in enumerate(datasets):
+        for name, feature in ds.features.items():
+            if name in features and features[name] != feature:
+                raise ValueError(
+                    f"mix_datasets: column {name!r} has type {feature} in dataset {i} but {features[name]} in an "
+                    "earlier one (mixing standard and conversational datasets is not supported; convert one of them)"
+                )
+            features.setdefault(name, feature)
+    aligned = []
+    for ds in datasets:
+        for name, feature in features.items():
+            if name not in ds.column_names:
+                ds = ds.add_column(name, [None] * len(ds), feature=feature)
+        aligned.append(ds.select_columns(list(features)))
+    return concatenate_datasets(aligned)
+
+
+@dataclass
+class DataCollatorForUnifiedLikelihood(DataCollatorMixin):
+    """Pads every sequence of a batch of mixed rows into one ``(N, T)`` tensor for a single forward pass.
+
+    Sequence order: chosen of every pair, rejected of every pair, demonstrations, graded samples (each group in
+    row order). ``completion_mask`` marks the completion tokens (the loss positions). Returned keys:
+    ``input_ids``, ``attention_mask``, ``completion_mask`` (``N × T``); ``row_kind`` (``B``); ``pair_rows``,
+    ``demo_rows``, ``graded_rows`` (row indices of each group); ``rewards`` (NaN where absent) and
+    ``graded_labels`` (−1 where absent) for the graded rows; and, when the rows carry precomputed reference
+    log-probs, ``ref_chosen_logps`` / ``ref_rejected_logps`` for the pairs.
+
+    Args:
+        pad_token_id: token used for padding.
+        max_length: sequences longer than this are truncated at the end (``keep_start``, as TRL's DPO collator).
+        pad_to_multiple_of: pad the length to a multiple of this value.
+    """
+
+    pad_token_id: int
+    max_length: int | None = None
+    pad_to_multiple_of: int | None = None
+    return_tensors: str = "pt"
+
+    def torch_call(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
+        kinds = [int(ex["row_kind"]) for ex in examples]
+        rows = {k: [i for i, kind in enumerate(kinds) if kind == k] for k in (DEMONSTRATION, PREFERENCE, GRADED)}
+        seqs: list[list[int]] = []
+        masks: list[list[int]] = []
+
+        def add(prompt: list[int], completion: list[int]) -> None:
+            ids, mask = list(prompt) + list(completion), [0] * len(prompt) + [1] * len(completion)
+            if self.max_length is not None:
+                ids, mask = ids[: self.max_length], mask[: self.max_length]
+            seqs.append(ids)
+            masks.append(mask)
+
+        for i in rows[PREFERENCE]:
+            add(examples[i]["prompt_ids"], examples[i]["completion_ids"])
+        for i in rows[PREFERENCE]:
+            add(examples[i]["prompt_ids"], examples[i]["rejected_ids"])
+        for kind in (DEMONSTRATION, GRADED):
+            for i in rows[kind]:
+                add(examples[i]["prompt_ids"], examples[i]["completion_ids"])
+
+        def nan_if_none(x: Any) -> float:
+            return float("nan") if x is None else float(x)
+
+        out: dict[str, Any] = {
+            "input_ids": pad_sequences([torch.tensor(s, dtype=torch.long) for s in seqs], self.pad_token_id,
+                                       self.pad_to_multiple_of),
+            "attention_mask": pad_sequences([torch.ones(len(s), dtype=torch.long) for s in seqs], 0,
+                                            self.pad_to_multiple_of),
+            "completion_mask": pad_sequences([torch.tensor(m, dtype=torch.long) for m in masks], 0,
+                                             self.pad_to_multiple_of),
+            "row_kind": torch.tensor(kinds, dtype=torch.long),
+            "pair_rows": torch.tensor(rows[PREFERENCE], dtype=torch.long),
+            "demo_rows": torch.tensor(rows[DEMONSTRATION], dtype=torch.long),
+            "graded_rows": torch.tensor(rows[GRADED], dtype=torch.long),
+            "rewards": torch.tensor([nan_if_none(examples[i].get("row_reward")) for i in rows[GRADED]],
+                                    dtype=torch.float32),
+            "graded_labels": torch.tensor([int(examples[i].get("row_label", -1)) for i in rows[GRADED]],
+                                          dtype=torch.long),
+        }
+        if REF_COLUMNS[0] in examples[0]:
+            for key in REF_COLUMNS:
+                values = [float(examples[i][key]) for i in rows[PREFERENCE]]
+                if any(math.isnan(v) for v in values):
+                    raise ValueError(f"DataCollatorForUnifiedLikelihood: column {key!r} holds NaN for a pair row")
+                out[key] = torch.tensor(values, dtype=torch.float32)
+        return out
