@@ -1,0 +1,715 @@
+"""Reinforcement fine-tuning with a critic: PPO actor-critic on top of TRL's ``GRPOTrainer``.
+
+:class:`RFTTrainer` keeps everything ``GRPOTrainer`` does — generation (transformers or vLLM), reward-function and
+reward-model calling, PEFT/QLoRA, the reference policy, logging, checkpoints, ``accelerate launch`` — and replaces the
+group-relative advantage with a learned critic:
+
+1. **Rollout** (``_generate_and_score_completions``): TRL generates and scores; the sequence score is the weighted sum
+   of the reward functions (``None`` skipped, as in TRL) minus ``missing_eos_penalty`` for a completion without EOS.
+2. **Targets**: the rollout log-probs ``logp_old`` and the values ``V_old`` of a
+   :class:`~trl_ext.models.value_head.ValueHead` on the last hidden state give per-token rewards
+   (:func:`trl_ext.core.rlhf_token_rewards`: score on the last real token, ``−β·(logp_old − logp_ref)`` on every
+   token), then advantages and returns (:func:`trl_ext.core.gae`), the advantages :func:`trl_ext.core.whiten`-ed.
+   When a rollout is used for a single update (``num_iterations == 1``, ``steps_per_generation == 1``, the defaults)
+   the policy has not moved since generation, so ``logp_old``/``V_old`` are taken from the training forward itself —
+   the same numbers, no extra pass (``values_from_training_forward``); otherwise one no-grad forward right after
+   generation computes them. The ``(B, T)`` advantages go to TRL's loss.
+3. **Update** (``_compute_loss``): TRL's clipped-surrogate loss (``epsilon``, ``epsilon_high``, every ``loss_type``,
+   with its ``β·KL`` loss term switched off because the KL is already in the reward) plus
+   ``vf_coef ·`` :func:`trl_ext.core.clipped_value_loss` on the values of the *same* forward pass, over
+   ``num_iterations`` epochs and ``steps_per_generation`` minibatches of one rollout.
+
+Why a forward hook: with TRL's fused LM head the policy forward returns log-probs, never hidden states. The hook on the
+module whose ``last_hidden_state`` the LM head projects (``causal_lm.base_model``) sees that tensor in every policy
+forward — fused or not, PEFT or not, under DDP — so the critic costs one ``Linear(hidden, 1)`` per forward, not an
+extra pass. The value head is a submodule of the policy (:func:`~trl_ext.models.value_head.attach_value_head`): the
+optimizer, DDP, PEFT (it stays trainable, in fp32, over a 4-bit base) and ``save_pretrained`` (which leaves it out)
+all treat it correctly, and the trainer saves it as ``value_head.safetensors`` + ``value_head_config.json`` in every
+checkpoint and final folder, reloads it on ``resume_from_checkpoint``, and uploads it with ``push_to_hub``.
+
+Logged each step (literature names): ``pg_loss``, ``pg_clipfrac``, ``approx_kl``, ``vf_loss``, ``vf_clipfrac``,
+``value_mean``, ``returns_mean``, ``explained_variance``, ``kl`` (mean per-sequence Σ_t k1 at rollout), ``beta``,
+``rlhf_reward`` (score − β·KL), ``advantages_std`` — and from TRL ``entropy``, ``reward``,
+``rewards/<grader>/mean``, ``completions/mean_length`` …
+
+Example:
+    >>> from trl_ext.data import rl_dataset
+    >>> from trl_ext.rewards import default_grader
+    >>> from trl_ext.trainers.rft import RFTConfig, RFTTrainer
+    >>> args = RFTConfig(output_dir="outputs/rft", per_device_train_batch_size=4, max_completion_length=32,
+    ...                  max_steps=2, report_to="none")  # doctest: +SKIP
+    >>> trainer = RFTTrainer(model="HuggingFaceTB/SmolLM2-135M-Instruct", reward_funcs=default_grader("chain_sum"),
+    ...                      args=args, train_dataset=rl_dataset("chain_sum", 64))  # doctest: +SKIP
+    >>> trainer.train()  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+from datasets import Dataset
+from torch import nn
+from transformers import PreTrainedModel
+from trl import GRPOConfig, GRPOTrainer
+from trl.data_utils import is_conversational
+
+from ..core import AdaptiveKLController, clipped_value_loss, gae, kl_k1, masked_mean, masked_sum, masked_var
+from ..core import ppo_policy_loss, rlhf_token_rewards, whiten
+from ..hub import HubPushMixin
+from ..model_card import ModelCardMixin
+from ..models.value_head import (
+    VALUE_HEAD_ATTRIBUTE,
+    VALUE_HEAD_CONFIG_NAME,
+    VALUE_HEAD_WEIGHTS_NAME,
+    ValueHead,
+    attach_value_head,
+    get_value_head,
+    has_value_head_files,
+)
+from .rft_checks import (
+    check_prompt_column,
+    check_quantization,
+    check_rewards,
+    resolve_reward_processing_classes,
+    validated_reward_func,
+)
+from .trl_compat import (
+    fused_lm_head_backbone,
+    grpo_kl_loss_term_disabled,
+    grpo_local_slice,
+    grpo_policy_logps,
+    grpo_post_init_allowing_one_generation,
+    grpo_replace_logged_advantages,
+    grpo_tap_per_token_logps,
+    grpo_tokenizer,
+)
+
+__all__ = ["RFTConfig", "RFTTrainer", "explained_variance"]
+
+RFT_STATE_NAME = "rft_state.json"
+"""File in each checkpoint holding the trainer state that the Trainer does not save (the adaptive KL coefficient)."""
+
+_PPO_CITATION = """@article{schulman2017proximal,
+    title   = {{Proximal Policy Optimization Algorithms}},
+    author  = {John Schulman and Filip Wolski and Prafulla Dhariwal and Alec Radford and Oleg Klimov},
+    year    = 2017,
+    eprint  = {arXiv:1707.06347}
+}"""
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Config
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class RFTConfig(GRPOConfig):
+    r"""Configuration of :class:`RFTTrainer`: every ``GRPOConfig`` field, plus the critic and the RLHF reward.
+
+    Defaults that differ from ``GRPOConfig``: ``beta=0.05`` (the KL coefficient, used in the *reward*),
+    ``num_generations=1`` (PPO needs no groups; larger groups work too), ``loss_type="bnpo"`` (token mean over the
+    batch, as in PPO implementations). ``scale_rewards`` and ``multi_objective_aggregation`` do not apply: the
+    advantages come from GAE over the weighted sum of the reward functions.
+
+    Example:
+        >>> from trl_ext.trainers.rft import RFTConfig
+        >>> args = RFTConfig(output_dir="out", vf_coef=0.1, cliprange_value=0.2, kl_target=6.0, report_to="none",
+        ...                  use_cpu=True, bf16=False)
+        >>> args.num_generations, args.beta
+        (1, 0.05)
+    """
+
+    beta: float = field(
+        default=0.05,
+        metadata={
+            "help": "KL coefficient β of the per-token penalty −β·(logp_old − logp_ref) (k1) added to the reward. In "
+            "RFT the KL is in the reward, not in the loss. 0 disables the penalty and loads no reference model. With "
+            "`kl_target` set, this is the initial value of the adaptive coefficient."
+        },
+    )
+    num_generations: int | None = field(
+        default=1,
+        metadata={
+            "help": "Completions sampled per prompt. PPO needs no groups, so 1 (default) is allowed, unlike GRPO; "
+            "larger groups work too. The generation batch must be divisible by it."
+        },
+    )
+    loss_type: str = field(
+        default="bnpo",
+        metadata={
+            "help": "Aggregation of TRL's per-token clipped-surrogate loss: 'bnpo' (default, token mean over the local "
+            "batch, as in PPO implementations and `trl_ext.core.ppo_policy_loss`), or any other GRPOConfig "
+            "`loss_type` ('dapo', 'grpo', 'dr_grpo', 'cispo', 'sapo', ...)."
+        },
+    )
+    vf_coef: float = field(
+        default=0.1,
+        metadata={"help": "Weight of the value loss in the total loss: loss = policy loss + vf_coef · vf_loss."},
+    )
+    cliprange_value: float | None = field(
+        default=0.2,
+        metadata={
+            "help": "Clip range ε_v of the clipped value loss, in reward units: V_clip = V_old + clip(V − V_old, −ε_v, "
+            "ε_v). Must be > 0; `None` (null in YAML) disables value clipping."
+        },
+    )
+    gamma: float = field(default=1.0, metadata={"help": "Discount γ of GAE (1.0 for language models)."})
+    lam: float = field(default=0.95, metadata={"help": "λ of GAE: 1 gives Monte-Carlo returns, 0 one-step TD."})
+    whiten_advantages: bool = field(
+        default=True,
+        metadata={"help": "Whiten the GAE advantages over the valid tokens of the rollout batch (zero mean, unit var)."},
+    )
+    kl_target: float | None = field(
+        default=None,
+        metadata={
+            "help": "Target of the adaptive KL controller (Ziegler et al., 2019), in nats per sequence (Σ_t k1). When "
+            "set, β starts at `beta` and is adapted after each rollout towards this KL. `None`: β stays fixed."
+        },
+    )
+    kl_horizon: float = field(
+        default=10000.0,
+        metadata={"help": "Horizon (in samples) of the adaptive KL controller: larger values adapt β more slowly."},
+    )
+    missing_eos_penalty: float | None = field(
+        default=None,
+        metadata={
+            "help": "Subtracted from the score of a completion that ends without an EOS token (e.g. truncated at "
+            "`max_completion_length`). `None`: no penalty."
+        },
+    )
+    value_head_init: str = field(
+        default="normal",
+        metadata={
+            "help": "Initialisation of the value head when none is passed to the trainer: 'normal' (N(0, 1/(H+1))), "
+            "'zeros', or 'reward_model' (copy the score head of the first reward model in `reward_funcs`)."
+        },
+    )
+    value_head_learning_rate: float | None = field(
+        default=None,
+        metadata={
+            "help": "Learning rate of the value head's own parameter group (no weight decay). `None`: the value "
+            "head uses `learning_rate` like the policy."
+        },
+    )
+    values_from_training_forward: bool = field(
+        default=True,
+        metadata={
+            "help": "When each rollout is used for exactly one update (num_iterations == 1 and steps_per_generation "
+            "== 1, the defaults), take the rollout log-probs and values V_old from the training forward itself (the "
+            "policy has not changed since generation, as TRL assumes too): the same numbers, one forward pass less "
+            "per step. Otherwise, or when False, a separate no-grad forward computes them right after generation."
+        },
+    )
+    validate_reward_funcs: bool = field(
+        default=True,
+        metadata={
+            "help": "Before training, call each reward function once on two dataset rows with placeholder "
+            "completions, so that a wrong number of rewards or a NaN fails before step 1. Disable for reward "
+            "functions with costly side effects (e.g. a paid judge API)."
+        },
+    )
+
+    def __post_init__(self) -> None:
+        if self.cliprange_value is not None and not self.cliprange_value > 0:
+            raise ValueError(
+                f"RFTConfig.cliprange_value must be > 0 (in reward units), or None to disable value clipping; got "
+                f"{self.cliprange_value}."
+            )
+        if self.vf_coef < 0:
+            raise ValueError(f"RFTConfig.vf_coef must be >= 0, got {self.vf_coef}.")
+        if not 0.0 <= self.gamma <= 1.0 or not 0.0 <= self.lam <= 1.0:
+            raise ValueError(f"RFTConfig.gamma and RFTConfig.lam must lie in [0, 1]; got {self.gamma}, {self.lam}.")
+        if self.beta < 0:
+            raise ValueError(f"RFTConfig.beta must be >= 0, got {self.beta}.")
+        if self.kl_target is not None:
+            if not self.kl_target > 0:
+                raise ValueError(f"RFTConfig.kl_target must be > 0 (nats per sequence), got {self.kl_target}.")
+            if self.beta == 0:
+                raise ValueError("RFTConfig.kl_target needs beta > 0: the adaptive controller scales beta.")
+        if self.kl_horizon <= 0:
+            raise ValueError(f"RFTConfig.kl_horizon must be > 0, got {self.kl_horizon}.")
+        if self.value_head_init not in ("normal", "zeros", "reward_model"):
+            raise ValueError(
+                f"RFTConfig.value_head_init must be 'normal', 'zeros' or 'reward_model', got {self.value_head_init!r}."
+            )
+        if self.value_head_learning_rate is not None and not self.value_head_learning_rate > 0:
+            raise ValueError(f"RFTConfig.value_head_learning_rate must be > 0, got {self.value_head_learning_rate}.")
+        if self.num_generations is None or self.num_generations < 1:
+            raise ValueError(f"RFTConfig.num_generations must be >= 1, got {self.num_generations}.")
+        grpo_post_init_allowing_one_generation(self, super().__post_init__)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Statistics
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def explained_variance(values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Fraction of the variance of the returns that the value predictions explain, over valid tokens::
+
+        EV = 1 − Var(R − V) / Var(R)
+
+    1 is a perfect critic, 0 predicts no better than a constant, < 0 is worse. NaN when ``Var(R) = 0``.
+
+    Example:
+        >>> explained_variance(torch.tensor([[1.0, 2.0]]), torch.tensor([[1.0, 3.0]]), torch.ones(1, 2))
+        tensor(0.7500)
+    """
+    var_returns = masked_var(returns, mask)
+    if var_returns == 0:
+        return torch.full((), float("nan"), device=returns.device)
+    return 1.0 - masked_var(returns - values, mask) / var_returns
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Trainer
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+class RFTTrainer(HubPushMixin, ModelCardMixin, GRPOTrainer):
+    """PPO actor-critic reinforcement fine-tuning (value head, clipped value loss, GAE, KL in the reward).
+
+    Takes every argument of TRL's ``GRPOTrainer`` (``model``, ``reward_funcs`` — graders from
+    :mod:`trl_ext.rewards`, any TRL reward function, or sequence-classification reward models —, ``args``
+    (an :class:`RFTConfig`), ``train_dataset`` with a ``prompt`` column, ``peft_config``, ``quantization_config``, …)
+    plus ``value_head``: a :class:`~trl_ext.models.value_head.ValueHead` to start from (e.g.
+    ``ValueHead.from_pretrained(folder)`` or ``ValueHead.from_reward_model(rm)``); by default one is created per
+    ``args.value_head_init``. See the module docstring for the algorithm and the logged metrics.
+
+    Example:
+        >>> from trl_ext.trainers.rft import RFTConfig, RFTTrainer
+        >>> def reward_len(completions, **kwargs):
+        ...     return [-abs(20 - len(c)) / 20 for c in completions]
+        >>> trainer = RFTTrainer(model="path/to/model", reward_funcs=reward_len, train_dataset=dataset,
+        ...                      args=RFTConfig(output_dir="out", max_steps=10, report_to="none"))  # doctest: +SKIP
+        >>> trainer.train()  # doctest: +SKIP
+        >>> trainer.value_head  # doctest: +SKIP
+        ValueHead(hidden_size=576)
+    """
+
+    _tag_names = ["trl", "trl-ext", "rft", "ppo"]
+    _name = "RFT"
+    _card_template = "rft.md"
+    _card_trainer_name = "RFTTrainer"
+    _card_tags = ("rft", "ppo", "value-head")
+    _card_citation = _PPO_CITATION
+    _card_hyperparameters = (
+        "beta", "kl_target", "vf_coef", "cliprange_value", "epsilon", "epsilon_high", "gamma", "lam",
+        "num_generations", "num_iterations", "steps_per_generation", "max_completion_length", "loss_type",
+        "temperature", "missing_eos_penalty",
+    )
+    _card_plot_keys = ("reward", "kl", "vf_loss", "pg_loss", "explained_variance", "entropy")
+
+    def __init__(
+        self,
+        model: str | PreTrainedModel | nn.Module,
+        reward_funcs: Any = None,
+        args: RFTConfig | None = None,
+        train_dataset: Any = None,
+        eval_dataset: Any = None,
+        processing_class: Any = None,
+        reward_processing_classes: Any = None,
+        callbacks: list | None = None,
+        optimizers: tuple = (None, None),
+        quantization_config: Any = None,
+        peft_config: Any = None,
+        value_head: ValueHead | None = None,
+        **grpo_kwargs: Any,
+    ) -> None:
+        if args is None:
+            name = model if isinstance(model, str) else getattr(model.config, "_name_or_path", "model")
+            args = RFTConfig(f"{str(name).rstrip('/').split('/')[-1]}-RFT")
+        if not isinstance(args, RFTConfig):
+            raise TypeError(f"RFTTrainer: args must be an RFTConfig, got {type(args).__name__}.")
+
+        # ---- bad input, before anything heavy is loaded -------------------------------------------------------
+        if reward_funcs is None:
+            reward_funcs = []
+        elif not isinstance(reward_funcs, (list, tuple)):
+            reward_funcs = [reward_funcs]
+        reward_funcs = list(reward_funcs)
+        has_environment = grpo_kwargs.get("environment_factory") is not None
+        if not reward_funcs and not has_environment:
+            raise ValueError(
+                "RFTTrainer: no reward source. Pass reward_funcs= a grader from trl_ext.rewards (e.g. "
+                "default_grader(task)), any TRL reward function, or a sequence-classification reward model (path or "
+                "model)."
+            )
+        if not has_environment:
+            check_prompt_column(train_dataset, "train_dataset")
+        check_prompt_column(eval_dataset, "eval_dataset")
+        check_quantization(quantization_config, args.model_init_kwargs)
+        reward_processing_classes = resolve_reward_processing_classes(
+            model, reward_funcs, reward_processing_classes, processing_class, args
+        )
+        reward_funcs = [
+            f if isinstance(f, (str, nn.Module)) else validated_reward_func(f) for f in reward_funcs
+        ]
+
+        super().__init__(
+            model=model,
+            reward_funcs=reward_funcs,
+            args=args,
+            train_dataset=train_dataset,
+            eval_dataset=eval_dataset,
+            processing_class=processing_class,
+            reward_processing_classes=reward_processing_classes,
+            callbacks=callbacks,
+            optimizers=optimizers,
+            quantization_config=quantization_config,
+            peft_config=peft_config,
+            **grpo_kwargs,
+        )
+
+        # ---- the critic ----------------------------------------------------------------------------------------
+        if value_head is None:
+            value_head = self._build_value_head()
+        attach_value_head(self.model, value_head)
+        self.kl_ctl = AdaptiveKLController(args.beta, args.kl_target, args.kl_horizon) if args.kl_target else None
+        self._rft_rewards_per_func: torch.Tensor | None = None
+
+        if args.validate_reward_funcs and not has_environment:
+            self._probe_reward_funcs(train_dataset)
+
+    # ---- construction helpers ------------------------------------------------------------------------------------
+
+    @property
+    def value_head(self) -> ValueHead:
+        """The critic's head (a submodule of the policy model)."""
+        head = get_value_head(self.model)
+        if head is None:
+            raise RuntimeError("RFTTrainer: the policy model has no value head attached.")
+        return head
+
+    @property
+    def kl_coef(self) -> float:
+        """The current KL coefficient β of the reward (adapted when ``kl_target`` is set, else ``args.beta``).
+
+        ``self.beta`` keeps TRL's meaning (non-zero: a reference policy is needed) and the initial value.
+        """
+        return self.kl_ctl.value if self.kl_ctl is not None else self.beta
+
+    def _build_value_head(self) -> ValueHead:
+        config = self.accelerator.unwrap_model(self.model).config
+        hidden_size = config.get_text_config().hidden_size
+        if self.args.value_head_init != "reward_model":
+            return ValueHead(hidden_size, init=self.args.value_head_init)
+        reward_models = [f for f in self.reward_funcs if isinstance(f, nn.Module)]
+        if not reward_models:
+            raise ValueError(
+                "RFTConfig.value_head_init='reward_model' needs a reward model in reward_funcs (a path or an "
+                "AutoModelForSequenceClassification); none was given."
+            )
+        head = ValueHead.from_reward_model(self.accelerator.unwrap_model(reward_models[0]))
+        if head.hidden_size != hidden_size:
+            raise ValueError(
+                f"RFTConfig.value_head_init='reward_model': the reward model's hidden size ({head.hidden_size}) "
+                f"differs from the policy's ({hidden_size}); its score head cannot initialise the value head."
+            )
+        return head
+
+    def _probe_reward_funcs(self, dataset: Any) -> None:
+        """Call each reward function once on ≤ 2 rows with placeholder completions (checks length / NaN early)."""
+        if not isinstance(dataset, Dataset) or len(dataset) == 0:
+            return
+        rows = [dataset[i] for i in range(min(2, len(dataset)))]
+        prompts = [row["prompt"] for row in rows]
+        texts = ["", "#### 0"][: len(rows)]
+        if is_conversational({"prompt": prompts[0]}):
+            completions: list = [[{"role": "assistant", "content": t}] for t in texts]
+        else:
+            completions = texts
+        tokenizer = grpo_tokenizer(self)
+        completion_ids = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+        columns = {k: [row[k] for row in rows] for k in rows[0] if k not in ("prompt", "completion", "completion_ids")}
+        for func, name in zip(self.reward_funcs, self.reward_func_names):
+            if isinstance(func, nn.Module):
+                continue
+            out = func(
+                prompts=prompts, completions=completions, completion_ids=completion_ids, trainer_state=self.state,
+                log_extra=lambda *a, **k: None, log_metric=lambda *a, **k: None, **columns,
+            )
+            if asyncio.iscoroutine(out):
+                loop = asyncio.new_event_loop()
+                try:
+                    out = loop.run_until_complete(out)
+                finally:
+                    loop.close()
+            if not getattr(func, "__wrapped__", None):  # not wrapped by us (e.g. an environment reward)
+                check_rewards(name, out, len(completions))
+
+    # ---- value capture ---------------------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _capture_values(self, model: nn.Module) -> Iterator[list[torch.Tensor]]:
+        """Within the block, every forward of the policy appends ``V`` of all positions ``(B, L)`` to the list."""
+        head = self.value_head
+        captured: list[torch.Tensor] = []
+
+        def hook(module: nn.Module, inputs: Any, output: Any) -> Any:
+            hidden = output.last_hidden_state if hasattr(output, "last_hidden_state") else output[0]
+            values = head(hidden)
+            captured.append(values)
+            if not (torch.is_grad_enabled() and values.requires_grad):
+                return None
+            # Tie the head into the forward's own graph with a term that is zero in value *and* gradient
+            # (``0 · V``), so that DDP (which, with find_unused_parameters=True, marks every parameter unreachable
+            # from the forward's output as unused) counts the value head as used, while the policy loss still sends
+            # no gradient into it: the critic's gradient comes from the value loss only.
+            tied = hidden + (values.unsqueeze(-1) * 0.0).to(hidden.dtype)
+            if hasattr(output, "last_hidden_state"):
+                output.last_hidden_state = tied
+                return output
+            return (tied, *output[1:])
+
+        handle = fused_lm_head_backbone(model).register_forward_hook(hook)
+        try:
+            yield captured
+        finally:
+            handle.remove()
+
+    @staticmethod
+    def _completion_values(captured: list[torch.Tensor], completion_length: int) -> torch.Tensor:
+        """``V(s_t)`` for each completion token ``t``: the value at the position whose logits predict token ``t``."""
+        values = torch.cat(captured, dim=0)
+        return values[:, -completion_length - 1 : -1]
+
+    # ---- rollout -------------------------------------------------------------------------------------------------
+
+    def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
+        rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+        self._rft_rewards_per_func = rewards_per_func  # (B_global, n_funcs), NaN where a function returned None
+        return rewards_per_func
+
+    def _values_from_training_forward(self) -> bool:
+        """Whether ``logp_old`` and ``V_old`` come from the training forward itself (no extra rollout forward).
+
+        Exact when each rollout is used for one update with unchanged weights (``num_iterations == 1``,
+        ``steps_per_generation == 1``): the training forward then *is* the rollout policy, as TRL itself assumes
+        when it skips ``old_per_token_logps``; minibatch = rollout batch, so whitening sees the same tokens.
+        """
+        args = self.args
+        if not args.values_from_training_forward or (args.use_vllm and args.vllm_importance_sampling_correction):
+            return False
+        return not self.model.training or (args.num_iterations == 1 and args.steps_per_generation == 1)
+
+    def _generate_and_score_completions(self, inputs: list[dict[str, Any]]) -> dict[str, Any]:
+        output = super()._generate_and_score_completions(inputs)
+        args = self.args
+        completion_ids, completion_mask = output["completion_ids"], output["completion_mask"]
+        B, T = completion_ids.shape
+        mask = completion_mask if output.get("tool_mask") is None else completion_mask * output["tool_mask"]
+
+        # Sequence scores: weighted sum of the reward functions (None skipped, as TRL does), on this rank's rows
+        rewards_per_func = self._rft_rewards_per_func[grpo_local_slice(self, B)]
+        unscorable = torch.isnan(rewards_per_func).all(dim=1)
+        scores = (rewards_per_func * self.reward_weights.to(rewards_per_func.device).unsqueeze(0)).nansum(dim=1)
+        if args.missing_eos_penalty is not None:
+            eos = torch.tensor(self.eos_token_ids, device=completion_ids.device)
+            has_eos = (torch.isin(completion_ids, eos) & completion_mask.bool()).any(dim=1)
+            scores = torch.where(has_eos, scores, scores - args.missing_eos_penalty)
+        output["rft_scores"] = scores.float()
+        output["value_mask"] = (mask.bool() & ~unscorable.unsqueeze(1)).to(completion_mask.dtype)
+
+        if self._values_from_training_forward():
+            # Filled in by _compute_loss from its own forward; NaN so that a premature read cannot go unnoticed
+            output["advantages"] = torch.full((B, T), float("nan"), device=completion_ids.device)
+            if self.log_completions:
+                grpo_replace_logged_advantages(self, [float("nan")] * B * self.accelerator.num_processes)
+            return output
+
+        # One no-grad policy forward: rollout log-probs (for the k1 penalty) and V_old (through the hook)
+        batch_size = args.per_device_train_batch_size if self.model.training else args.per_device_eval_batch_size
+        with self._capture_values(self.model) as captured:
+            logps = grpo_policy_logps(self, self.model, output, batch_size=batch_size)
+        if output.get("old_per_token_logps") is not None:  # TRL computed them already (same policy, same inputs)
+            logps = output["old_per_token_logps"]
+        self._set_rl_targets(output, logps, self._completion_values(captured, T))
+        if self.log_completions:
+            valid = output["value_mask"].bool()
+            first = output["advantages"][torch.arange(B, device=valid.device), valid.int().argmax(dim=1)]
+            grpo_replace_logged_advantages(self, self.accelerator.gather(first).tolist())
+        return output
+
+    def _set_rl_targets(self, batch: dict[str, Any], logps: torch.Tensor, old_values: torch.Tensor) -> None:
+        """Per-token rewards → GAE → whitening; writes ``advantages``, ``old_values``, ``returns`` into ``batch``.
+
+        ``logps`` / ``old_values``: ``(B, T)`` rollout log-probs and values of ``batch``'s completions (detached).
+        Also logs the rollout metrics and updates the adaptive KL coefficient.
+        """
+        args = self.args
+        mode = "train" if self.model.training else "eval"
+        logps, old_values = logps.detach().float(), old_values.detach().float()
+        valid = batch["value_mask"].bool()
+        ref_logps = batch.get("ref_per_token_logps")
+        ref_logps = logps if ref_logps is None else ref_logps.float()  # beta == 0: no reference, no penalty
+        scores = batch["rft_scores"]
+
+        beta = self.kl_coef
+        token_rewards, kl_penalty = rlhf_token_rewards(scores, logps, ref_logps, valid, beta)
+        advantages, returns = gae(token_rewards, old_values, valid, gamma=args.gamma, lam=args.lam)
+        if args.whiten_advantages:
+            advantages = whiten(advantages, valid)
+        batch["advantages"] = torch.where(valid, advantages, torch.zeros_like(advantages))
+        batch["old_values"] = old_values
+        batch["returns"] = returns
+
+        # Metrics (averaged over processes)
+        seq_kl = masked_sum(kl_k1(logps, ref_logps), valid, dim=1)
+        stats = torch.stack(
+            [
+                seq_kl.mean(),
+                (scores + masked_sum(kl_penalty, valid, dim=1)).mean(),
+                masked_mean(old_values, valid),
+                masked_mean(returns, valid),
+                explained_variance(old_values, returns, valid),
+                masked_var(batch["advantages"], valid).sqrt(),
+            ]
+        )
+        stats = self.accelerator.gather(stats.unsqueeze(0)).nanmean(dim=0).tolist()
+        for name, value in zip(
+            ("kl", "rlhf_reward", "value_mean", "returns_mean", "explained_variance", "advantages_std"), stats
+        ):
+            self._metrics[mode][name].append(value)
+        self._metrics[mode]["beta"].append(float(beta))
+        if self.kl_ctl is not None and mode == "train":
+            self.kl_ctl.update(stats[0], n_steps=valid.size(0) * self.accelerator.num_processes)
+
+    # ---- update --------------------------------------------------------------------------------------------------
+
+    def _compute_loss(self, model: nn.Module, inputs: dict[str, Any]) -> torch.Tensor:
+        mode = "train" if self.model.training else "eval"
+        completion_mask = inputs["completion_mask"]
+        T = completion_mask.size(1)
+        targets_pending = "old_values" not in inputs  # rollout targets come from this forward (see above)
+
+        def after_policy_forward(logps: torch.Tensor, entropies: Any) -> None:
+            # Runs right after TRL's policy forward, before TRL reads inputs["advantages"]
+            if targets_pending:
+                self._set_rl_targets(inputs, logps, self._completion_values(captured, T))
+
+        with (
+            self._capture_values(model) as captured,
+            grpo_tap_per_token_logps(self, on_call=after_policy_forward) as tapped,
+            grpo_kl_loss_term_disabled(self),
+        ):
+            policy_loss = super()._compute_loss(model, inputs)
+        if len(captured) != 1 or len(tapped) != 1:
+            raise RuntimeError(
+                f"RFTTrainer: expected exactly one policy forward in GRPOTrainer._compute_loss, saw {len(captured)} "
+                f"(hook) / {len(tapped)} (log-probs); this TRL version is not supported by trl_ext.trainers.rft."
+            )
+        if targets_pending and not torch.isfinite(policy_loss.detach()):
+            raise RuntimeError(
+                "RFTTrainer: the policy loss is not finite. If the model is fine, this TRL version reads the "
+                "advantages before its policy forward; set RFTConfig.values_from_training_forward=False."
+            )
+        mask = completion_mask if inputs.get("tool_mask") is None else completion_mask * inputs["tool_mask"]
+        values = self._completion_values(captured, T)
+        vf_loss, vf_clipfrac = clipped_value_loss(
+            values, inputs["old_values"], inputs["returns"], inputs["value_mask"], self.args.cliprange_value
+        )
+        normalizer = self.current_gradient_accumulation_steps if mode == "train" else 1.0
+        loss = policy_loss + self.args.vf_coef * vf_loss / normalizer
+
+        logps = tapped[0][0].detach()
+        old_logps = inputs.get("old_per_token_logps")
+        old_logps = logps if old_logps is None else old_logps
+        pg_loss, pg_stats = ppo_policy_loss(
+            logps, old_logps, inputs["advantages"], mask, self.epsilon_low, self.epsilon_high
+        )
+        stats = torch.stack(
+            [
+                pg_loss.detach(),
+                vf_loss.detach(),
+                vf_clipfrac,
+                pg_stats["pg_clipfrac"],
+                pg_stats["approx_kl"],
+                masked_mean(values.detach(), inputs["value_mask"]),
+            ]
+        ).float()
+        stats = self.accelerator.gather(stats.unsqueeze(0)).mean(dim=0).tolist()
+        for name, value in zip(("pg_loss", "vf_loss", "vf_clipfrac", "pg_clipfrac", "approx_kl", "value_pred_mean"), stats):
+            self._metrics[mode][name].append(value)
+        return loss
+
+    # ---- optimizer -----------------------------------------------------------------------------------------------
+
+    def create_optimizer(self, model: nn.Module | None = None):
+        optimizer = super().create_optimizer(model) if model is not None else super().create_optimizer()
+        lr = self.args.value_head_learning_rate
+        if lr is None:
+            return optimizer
+        head_params = list(self.value_head.parameters())
+        head_ids = {id(p) for p in head_params}
+        for group in optimizer.param_groups:
+            group["params"] = [p for p in group["params"] if id(p) not in head_ids]
+        optimizer.add_param_group({"params": head_params, "lr": lr, "weight_decay": 0.0})
+        return optimizer
+
+    # ---- saving / loading ----------------------------------------------------------------------------------------
+
+    def _value_head_for_saving(self, state_dict: dict | None) -> ValueHead:
+        """The head to save: from a gathered ``state_dict`` (DeepSpeed/FSDP) when it has the head, else the module."""
+        head = self.value_head
+        if state_dict:
+            prefix = f"{VALUE_HEAD_ATTRIBUTE}."
+            found = {k.split(prefix, 1)[1]: v for k, v in state_dict.items() if prefix in k}
+            if found and set(found) == set(head.state_dict()):
+                copy = ValueHead(head.hidden_size, init="zeros", bias=head.summary.bias is not None)
+                copy.load_state_dict({k: v.detach().float().cpu() for k, v in found.items()})
+                copy.source = head.source
+                return copy
+        return head
+
+    def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
+        super()._save(output_dir, state_dict=state_dict)
+        if not self.args.should_save:
+            return
+        output_dir = output_dir if output_dir is not None else self.args.output_dir
+        self._value_head_for_saving(state_dict).save_pretrained(output_dir)
+        if self.kl_ctl is not None:
+            Path(output_dir, RFT_STATE_NAME).write_text(json.dumps({"beta": self.kl_ctl.value}, indent=2) + "\n")
+
+    def _load_rft_files(self, folder: str | None) -> None:
+        if not folder or not os.path.isdir(folder):
+            return
+        if has_value_head_files(folder):
+            self.value_head.load_weights(folder)
+        state_file = Path(folder, RFT_STATE_NAME)
+        if self.kl_ctl is not None and state_file.is_file():
+            self.kl_ctl.value = float(json.loads(state_file.read_text())["beta"])
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model: nn.Module | None = None) -> None:
+        super()._load_from_checkpoint(resume_from_checkpoint, model=model)
+        self._load_rft_files(resume_from_checkpoint)
+
+    def _load_best_model(self) -> None:
+        super()._load_best_model()
+        self._load_rft_files(self.state.best_model_checkpoint)
+
+    def _push_from_checkpoint(self, checkpoint_folder: str) -> None:
+        # Trainer copies a fixed list of model files from the checkpoint into output_dir before uploading it
+        if self.is_world_process_zero():
+            for name in (VALUE_HEAD_WEIGHTS_NAME, VALUE_HEAD_CONFIG_NAME, RFT_STATE_NAME):
+                source = os.path.join(checkpoint_folder, name)
+                if os.path.isfile(source):
+                    os.makedirs(self.args.output_dir, exist_ok=True)
+                    shutil.copy(source, os.path.join(self.args.output_dir, name))
+        super()._push_from_checkpoint(checkpoint_folder)
+
+    def _card_load_snippet(self, repo_id: str, peft: bool) -> str:
+        return (
+            "from transformers import AutoTokenizer\n"
+            "from trl_ext.models.value_head import load_policy_and_value_head\n\n"
+            f'model, value_head = load_policy_and_value_head("{repo_id}")  # policy + critic (value_head.safetensors)\n'
+            f'tokenizer = AutoTokenizer.from_pretrained("{repo_id}")'
+        )

@@ -1,0 +1,226 @@
+"""Bad-input checks of :class:`~trl_ext.trainers.rft.RFTTrainer`, run before any training step.
+
+Each raises one clear error naming the argument, column or function at fault:
+
+- :func:`check_prompt_column` — a dataset without a ``prompt`` column;
+- :func:`check_quantization` — ``load_in_4bit`` / ``load_in_8bit`` without ``bitsandbytes``;
+- :func:`validated_reward_func` / :func:`check_rewards` — a reward function returning the wrong number of rewards, or
+  NaN / inf (``None`` stays allowed: TRL skips that sample);
+- :func:`resolve_reward_processing_classes` — a reward model whose tokenizer differs from the policy's and cannot be
+  found, with no processing class given.
+
+Example:
+    >>> from trl_ext.trainers.rft_checks import check_rewards
+    >>> check_rewards("my_grader", [1.0, None], 2)
+    [1.0, None]
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import inspect
+import math
+from typing import Any, Callable
+
+from transformers import PreTrainedModel
+
+__all__ = [
+    "check_prompt_column",
+    "check_quantization",
+    "check_rewards",
+    "is_bitsandbytes_available",
+    "resolve_reward_processing_classes",
+    "validated_reward_func",
+]
+
+
+def is_bitsandbytes_available() -> bool:
+    """Whether ``bitsandbytes`` (4-bit / 8-bit quantization, QLoRA) can be imported."""
+    return importlib.util.find_spec("bitsandbytes") is not None
+
+
+def check_quantization(quantization_config: Any, model_init_kwargs: dict | None) -> None:
+    """Raise ``ImportError`` if the quantization config (argument or ``model_init_kwargs``) needs a missing bitsandbytes."""
+    config = quantization_config
+    if config is None:
+        config = (model_init_kwargs or {}).get("quantization_config")
+    if config is None:
+        return
+    get = config.get if isinstance(config, dict) else lambda k, d=None: getattr(config, k, d)
+    for flag in ("load_in_4bit", "load_in_8bit"):
+        if get(flag, False) and not is_bitsandbytes_available():
+            raise ImportError(
+                f"RFTTrainer: the quantization_config asks for {flag}=True (QLoRA) but `bitsandbytes` is not "
+                "installed. Install it with `pip install 'bitsandbytes>=0.46'` (4-bit works on CPU too), or drop "
+                f"--{flag}."
+            )
+
+
+def check_prompt_column(dataset: Any, name: str) -> None:
+    """Raise ``ValueError`` naming ``name`` if ``dataset`` (or a split of a ``DatasetDict``) has no ``prompt`` column."""
+    columns = getattr(dataset, "column_names", None)
+    if dataset is None or columns is None:
+        return
+    if isinstance(columns, dict):  # DatasetDict
+        for split, split_columns in columns.items():
+            if "prompt" not in split_columns:
+                raise ValueError(f"RFTTrainer: {name}[{split!r}] has no 'prompt' column (columns: {split_columns}).")
+    elif "prompt" not in columns:
+        raise ValueError(
+            f"RFTTrainer: {name} has no 'prompt' column (columns: {columns}). RFT samples completions for the "
+            "'prompt' of each row (a string, or a list of chat messages)."
+        )
+
+
+def _is_async(func: Callable) -> bool:
+    while isinstance(func, functools.partial):
+        func = func.func
+    return inspect.iscoroutinefunction(func) or inspect.iscoroutinefunction(getattr(func, "__call__", None))
+
+
+def _callable_name(func: Callable) -> str:
+    inner = func
+    while isinstance(inner, functools.partial):
+        inner = inner.func
+    return getattr(inner, "__name__", type(inner).__name__)
+
+
+def check_rewards(name: str, rewards: Any, n: int) -> list:
+    try:
+        rewards = list(rewards)
+    except TypeError:
+        raise ValueError(
+            f"Reward function {name!r} returned {type(rewards).__name__}; it must return a list with one float (or "
+            "None) per completion."
+        ) from None
+    if len(rewards) != n:
+        raise ValueError(
+            f"Reward function {name!r} returned {len(rewards)} rewards for {n} completions; it must return exactly "
+            "one float (or None to skip a sample) per completion."
+        )
+    bad = []
+    for i, r in enumerate(rewards):
+        if r is None:
+            continue
+        try:
+            finite = math.isfinite(float(r))
+        except (TypeError, ValueError):
+            finite = False
+        if not finite:
+            bad.append(i)
+    if bad:
+        raise ValueError(
+            f"Reward function {name!r} returned a non-finite or non-numeric reward ({rewards[bad[0]]!r}) for "
+            f"completion(s) {bad[:8]}. Return a finite float, or None to skip a sample (TRL then leaves it out)."
+        )
+    return rewards
+
+
+def validated_reward_func(func: Callable) -> Callable:
+    """Wrap a TRL-convention reward function so that a wrong number of rewards or a NaN/inf raises a clear error.
+
+    ``None`` entries stay allowed (TRL skips those samples). The wrapper keeps the function's name (TRL logs
+    ``rewards/<name>/mean``) and its sync/async nature.
+
+    Example:
+        >>> f = validated_reward_func(lambda completions, **kw: [1.0] * len(completions))
+        >>> f(prompts=["a"], completions=["b"])
+        [1.0]
+    """
+    name = _callable_name(func)
+    if _is_async(func):
+
+        async def wrapped(*args: Any, **kwargs: Any):
+            out = await func(*args, **kwargs)
+            return check_rewards(name, out, len(kwargs.get("completions", kwargs.get("prompts", []))))
+
+    else:
+
+        def wrapped(*args: Any, **kwargs: Any):
+            out = func(*args, **kwargs)
+            return check_rewards(name, out, len(kwargs.get("completions", kwargs.get("prompts", []))))
+
+    wrapped.__name__ = name
+    wrapped.__qualname__ = name
+    wrapped.__doc__ = getattr(func, "__doc__", None)
+    wrapped.__wrapped__ = func  # type: ignore[attr-defined]
+    return wrapped
+
+
+def _vocab_size(config: Any) -> int | None:
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    return getattr(text, "vocab_size", None)
+
+
+def _load_tokenizer(name: str | None, **kwargs: Any):
+    if not name:
+        return None
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(name, **kwargs)
+    except Exception:  # noqa: BLE001 - any failure means "no tokenizer to be found there"
+        return None
+
+
+def resolve_reward_processing_classes(
+    model: Any,
+    reward_funcs: list,
+    reward_processing_classes: Any,
+    processing_class: Any,
+    args: Any,
+) -> list:
+    """One processing class per reward function; a reward model gets its own tokenizer or a clear error.
+
+    For a reward model (a path or a ``PreTrainedModel``) without a processing class: its own tokenizer if one loads
+    from its path (as TRL would do); otherwise the policy's tokenizer *only* if the reward model has the policy's
+    vocabulary. A reward model whose tokenizer differs and cannot be found raises, naming ``reward_processing_classes``.
+    """
+    from transformers import AutoConfig
+
+    n = len(reward_funcs)
+    if reward_processing_classes is None:
+        classes = [None] * n
+    elif isinstance(reward_processing_classes, (list, tuple)):
+        classes = list(reward_processing_classes)
+    else:
+        classes = [reward_processing_classes]
+    if len(classes) != n:
+        raise ValueError(
+            f"RFTTrainer: reward_processing_classes has {len(classes)} entries for {n} reward functions; give one per "
+            "reward function (None for callables)."
+        )
+    kwargs = {"trust_remote_code": args.trust_remote_code}
+    policy_vocab: int | None = None
+    policy_tokenizer = None
+    for i, func in enumerate(reward_funcs):
+        if classes[i] is not None or not isinstance(func, (str, PreTrainedModel)):
+            continue
+        if isinstance(func, str):
+            name, rm_vocab = func, _vocab_size(AutoConfig.from_pretrained(func, **kwargs))
+        else:
+            name, rm_vocab = getattr(func.config, "_name_or_path", "") or "", _vocab_size(func.config)
+        tokenizer = _load_tokenizer(name, **kwargs)
+        if tokenizer is not None:
+            if rm_vocab is not None and len(tokenizer) > rm_vocab:
+                raise ValueError(
+                    f"RFTTrainer: the tokenizer found for reward model reward_funcs[{i}] ({name}) has {len(tokenizer)} "
+                    f"tokens but the model embeds only {rm_vocab}; pass its tokenizer in reward_processing_classes."
+                )
+            classes[i] = tokenizer
+            continue
+        if policy_vocab is None:
+            policy_name = model if isinstance(model, str) else getattr(model.config, "_name_or_path", "")
+            policy_config = AutoConfig.from_pretrained(model, **kwargs) if isinstance(model, str) else model.config
+            policy_vocab = _vocab_size(policy_config)
+            policy_tokenizer = processing_class if processing_class is not None else _load_tokenizer(policy_name, **kwargs)
+            policy_tokenizer = getattr(policy_tokenizer, "tokenizer", policy_tokenizer)  # a VLM processor's tokenizer
+        if rm_vocab is None or rm_vocab != policy_vocab or policy_tokenizer is None:
+            raise ValueError(
+                f"RFTTrainer: reward model reward_funcs[{i}] ({name or type(func).__name__}) has no loadable tokenizer "
+                f"and its vocabulary ({rm_vocab} tokens) differs from the policy's ({policy_vocab}), so the policy "
+                f"tokenizer cannot serve it. Pass its tokenizer: reward_processing_classes=[...] (entry {i})."
+            )
+        classes[i] = policy_tokenizer
+    return classes
