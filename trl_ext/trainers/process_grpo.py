@@ -1,0 +1,438 @@
+"""GRPO with process supervision (DeepSeekMath, Shao et al., 2024, §4.1.3): step rewards, pooled normalisation,
+reward-to-go token advantages.
+
+:class:`ProcessGRPOTrainer` is a drop-in subclass of TRL's ``GRPOTrainer``: the same arguments, plus
+``process_reward_funcs`` (callables in the process-reward-function convention of :mod:`trl_ext.rewards.process`).
+Each completion is split into steps by ``args.step_separator``; every process reward function scores each step;
+ordinary TRL reward functions (outcome rewards) count as one more step ending on the completion's last token, weighted
+by ``args.outcome_reward_weight``. The advantages are :func:`trl_ext.core.process_advantages` of the *global* batch
+(every rank's completions, gathered) — the step rewards of a prompt's group are pooled and normalised by their mean and
+std (``args.scale_rewards``: ``"group"``, ``"batch"`` or ``"none"``, as in TRL), and each token gets the sum of the
+normalised rewards of the steps ending at or after it. They are handed to TRL's loss as a ``(B, T)`` tensor, so every
+``loss_type``, importance-sampling correction, vLLM mode, PEFT/QLoRA set-up and multi-process run works unchanged.
+
+Edge cases, by design:
+
+- A completion with zero scorable steps (no step scored by any process reward function) falls back to its outcome
+  reward alone; with no outcome reward either, its advantages are 0 (like TRL's unscorable completions).
+- A step scored ``None`` by every process reward function is left out of the pool and adds nothing.
+- Several process reward functions are combined per step by a weighted sum (``args.process_reward_weights``), the
+  ``None`` ones skipped; several outcome reward functions by TRL's ``reward_weights`` (``sum_then_normalize``).
+- With single-step completions and one outcome reward, the advantages equal stock ``GRPOTrainer``'s in every
+  ``scale_rewards`` mode (the pool of a group is then exactly GRPO's group), hence the same loss.
+
+Logged metrics (``process/…``): ``steps_per_completion``, ``step_reward_mean``, ``frac_correct_steps`` (scored steps
+with reward ≥ ``args.correct_step_threshold``), ``frac_scored_steps``, ``frac_outcome_only``, ``<func>/mean`` per
+process reward function, ``advantage_mean``/``advantage_std``/``advantage_min``/``advantage_max`` over completion
+tokens, ``scoring_time`` (seconds in process reward functions) and ``overhead_time`` (step splitting, gathering and
+advantage math). The completions table gets a ``step_rewards`` column, and its ``advantage`` column shows ``Â`` at the
+first completion token (the sum of the completion's normalised step rewards).
+
+Example:
+    >>> from trl_ext.rewards.process import ArithmeticStepVerifier
+    >>> from trl_ext.trainers.process_grpo import ProcessGRPOConfig, ProcessGRPOTrainer
+    >>> args = ProcessGRPOConfig(output_dir="out", num_generations=4, per_device_train_batch_size=4,
+    ...                          max_completion_length=64, max_steps=2, step_separator="\\n")  # doctest: +SKIP
+    >>> trainer = ProcessGRPOTrainer(
+    ...     model="HuggingFaceTB/SmolLM2-135M-Instruct", reward_funcs=[answer_grader],
+    ...     process_reward_funcs=[ArithmeticStepVerifier()], args=args, train_dataset=dataset)  # doctest: +SKIP
+    >>> trainer.train()  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from accelerate.utils import gather_object
+from torch import nn
+from trl import GRPOConfig, GRPOTrainer
+
+from ..core import process_advantages
+from ..hub import HubPushMixin
+from ..model_card import ModelCardMixin
+from ..rewards.process import ProcessRewardModel, check_process_rewards, completion_steps, skipped_token_ids
+from .trl_compat import (
+    grpo_local_slice,
+    grpo_log_extra,
+    grpo_log_metric,
+    grpo_num_generations,
+    grpo_replace_logged_advantages,
+    grpo_tokenizer,
+)
+
+__all__ = ["ProcessGRPOConfig", "ProcessGRPOTrainer"]
+
+_DEEPSEEKMATH_CITATION = """@article{shao2024deepseekmath,
+    title   = {{DeepSeekMath: Pushing the Limits of Mathematical Reasoning in Open Language Models}},
+    author  = {Zhihong Shao and Peiyi Wang and Qihao Zhu and Runxin Xu and Junxiao Song and Mingchuan Zhang and
+               Y. K. Li and Y. Wu and Daya Guo},
+    year    = 2024,
+    eprint  = {arXiv:2402.03300}
+}"""
+
+_PROCESS_DEFAULTS = {
+    "step_separator": "\n\n",
+    "process_reward_weights": None,
+    "outcome_reward_weight": 1.0,
+    "correct_step_threshold": 0.5,
+}
+
+
+def _check_separator(separator: Any) -> str:
+    if not isinstance(separator, str) or separator == "":
+        raise ValueError(
+            f"step_separator must be a non-empty string (e.g. '\\n\\n', '\\n' or a special step token), got "
+            f"{separator!r}."
+        )
+    return separator
+
+
+@dataclass
+class ProcessGRPOConfig(GRPOConfig):
+    r"""Configuration of :class:`ProcessGRPOTrainer`: every field of TRL's ``GRPOConfig`` plus the process fields.
+
+    ``scale_rewards`` keeps TRL's meaning, applied to the pooled step rewards of each group: ``"group"`` divides by
+    the std of the group's pooled step rewards, ``"batch"`` by the std of all step rewards of the batch, ``"none"``
+    only centres. ``multi_objective_aggregation`` must stay ``"sum_then_normalize"``.
+
+    Example:
+        >>> config = ProcessGRPOConfig(output_dir="out", step_separator="\n", outcome_reward_weight=0.5)  # doctest: +SKIP
+    """
+
+    step_separator: str = field(
+        default="\n\n",
+        metadata={
+            "help": "String that separates the steps of a completion. Defaults to a blank line ('\\n\\n'); a single "
+            "newline ('\\n') or a special step token also work. Written as '\\n' on the command line or in YAML, the "
+            "two characters backslash-n are read as a newline. Text after the last separator is the last step; a "
+            "completion without separator is one step."
+        },
+    )
+    process_reward_weights: list[float] | None = field(
+        default=None,
+        metadata={
+            "help": "Weights of the process reward functions, summed per step (steps a function scores None are "
+            "skipped). If `None`, all weights are 1.0."
+        },
+    )
+    outcome_reward_weight: float = field(
+        default=1.0,
+        metadata={
+            "help": "Weight of the outcome reward (the `reward_weights`-weighted sum of the ordinary TRL reward "
+            "functions), which joins the pool as one more step ending on the completion's last token. Defaults to "
+            "1.0; 0.0 ignores the outcome reward functions in the advantages (they are still logged)."
+        },
+    )
+    correct_step_threshold: float = field(
+        default=0.5,
+        metadata={
+            "help": "A scored step counts as correct in the `process/frac_correct_steps` metric when its combined "
+            "reward is >= this value. Logging only. Defaults to 0.5."
+        },
+    )
+
+    def __post_init__(self):
+        if isinstance(self.step_separator, str) and "\\n" in self.step_separator:
+            self.step_separator = self.step_separator.replace("\\n", "\n")
+        _check_separator(self.step_separator)
+        if not math.isfinite(float(self.outcome_reward_weight)):
+            raise ValueError(f"outcome_reward_weight must be finite, got {self.outcome_reward_weight}.")
+        if self.process_reward_weights is not None and not all(
+            math.isfinite(float(w)) for w in self.process_reward_weights
+        ):
+            raise ValueError(f"process_reward_weights must be finite, got {self.process_reward_weights}.")
+        super().__post_init__()
+
+
+def mean_step_reward(completions, **kwargs):
+    """Placeholder outcome column of a ProcessGRPOTrainer without outcome rewards (filled with the mean step reward)."""
+    raise RuntimeError("mean_step_reward is filled in by ProcessGRPOTrainer._calculate_rewards and never called.")
+
+
+def _func_name(fn: Any) -> str:
+    return getattr(fn, "__name__", None) or type(fn).__name__
+
+
+class ProcessGRPOTrainer(HubPushMixin, ModelCardMixin, GRPOTrainer):
+    """TRL's ``GRPOTrainer`` with process supervision: per-step rewards, pooled normalisation, reward-to-go.
+
+    Args:
+        model, reward_funcs, args, train_dataset, …: as for ``GRPOTrainer`` (``args`` may be a ``ProcessGRPOConfig`` or
+            a plain ``GRPOConfig``, whose process fields then take their defaults). ``reward_funcs`` are outcome rewards
+            and may be empty when ``process_reward_funcs`` is given.
+        process_reward_funcs: callables ``fn(prompts=, completions=, completion_ids=, steps=, **columns)`` returning one
+            list of step rewards (``None`` to skip a step) or ``None`` per completion, e.g.
+            :class:`~trl_ext.rewards.process.ArithmeticStepVerifier` or
+            :class:`~trl_ext.rewards.process.ProcessRewardModel`. A bare PRM ``nn.Module`` must be wrapped in
+            ``ProcessRewardModel``.
+
+    Raises (before any training step): ``ValueError`` for an empty separator, a non-callable process reward function,
+    mismatched ``process_reward_weights``, no reward at all, ``multi_objective_aggregation="normalize_then_sum"``, or
+    tools/environments (multi-turn completions are not split into steps); at the first scoring, for a process reward
+    function whose output has the wrong length or a NaN step reward.
+
+    Example:
+        >>> import tempfile
+        >>> from datasets import Dataset
+        >>> from trl_ext.models import save_tiny_model
+        >>> from trl_ext.rewards.process import ArithmeticStepVerifier
+        >>> folder = tempfile.mkdtemp()
+        >>> path = str(save_tiny_model(f"{folder}/tiny"))  # a tiny random Llama; use any causal LM
+        >>> args = ProcessGRPOConfig(output_dir=f"{folder}/out", per_device_train_batch_size=4, num_generations=4,
+        ...     max_completion_length=16, max_steps=1, use_cpu=True, bf16=False, report_to="none")
+        >>> trainer = ProcessGRPOTrainer(model=path, process_reward_funcs=[ArithmeticStepVerifier(no_claim_reward=0.0)],
+        ...     args=args, train_dataset=Dataset.from_dict({"prompt": ["What is 2 + 3?"] * 4}))
+        >>> trainer.train().global_step  # doctest: +ELLIPSIS
+        {...}
+        1
+    """
+
+    _tag_names = ["trl", "trl-ext", "grpo", "process-supervision"]
+    _name = "ProcessGRPO"
+    _card_template = "process_grpo.md"
+    _card_trainer_name = "ProcessGRPOTrainer"
+    _card_tags = ("grpo", "process-supervision")
+    _card_citation = _DEEPSEEKMATH_CITATION
+    _card_hyperparameters = (  # step_separator left out: model_card._format would print its newline into the table
+        "process_reward_weights", "outcome_reward_weight", "scale_rewards", "num_generations",
+        "max_completion_length", "beta", "loss_type", "temperature",
+    )
+    _card_plot_keys = (
+        "reward", "process/step_reward_mean", "process/frac_correct_steps", "process/steps_per_completion",
+        "process/advantage_std", "entropy",
+    )
+
+    def __init__(
+        self,
+        model,
+        reward_funcs=None,
+        args: GRPOConfig | None = None,
+        train_dataset=None,
+        eval_dataset=None,
+        processing_class=None,
+        reward_processing_classes=None,
+        callbacks=None,
+        optimizers=(None, None),
+        peft_config=None,
+        process_reward_funcs: Any = None,
+        **kwargs,
+    ):
+        if args is None:
+            name = model if isinstance(model, str) else getattr(model.config, "_name_or_path", "model")
+            args = ProcessGRPOConfig(f"{str(name).rstrip('/').split('/')[-1]}-ProcessGRPO")
+        for key, default in _PROCESS_DEFAULTS.items():
+            if not hasattr(args, key):  # a plain GRPOConfig: drop-in with the process defaults
+                setattr(args, key, default)
+        self.step_separator = _check_separator(args.step_separator)
+
+        if process_reward_funcs is None:
+            process_reward_funcs = []
+        elif not isinstance(process_reward_funcs, (list, tuple)):
+            process_reward_funcs = [process_reward_funcs]
+        process_reward_funcs = list(process_reward_funcs)
+        for i, fn in enumerate(process_reward_funcs):
+            if isinstance(fn, nn.Module):
+                raise ValueError(
+                    f"process_reward_funcs[{i}] is a bare {type(fn).__name__}; wrap a token-classification PRM in "
+                    "trl_ext.rewards.process.ProcessRewardModel(model, tokenizer) so its steps can be scored."
+                )
+            if not callable(fn):
+                raise ValueError(f"process_reward_funcs[{i}] ({fn!r}) is not callable.")
+            if inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(getattr(fn, "__call__", None)):
+                raise ValueError(f"process_reward_funcs[{i}] ('{_func_name(fn)}') is async; pass a synchronous callable.")
+        weights = args.process_reward_weights
+        if weights is not None and len(weights) != len(process_reward_funcs):
+            raise ValueError(
+                f"process_reward_weights has {len(weights)} entries but {len(process_reward_funcs)} process reward "
+                "functions were given."
+            )
+        n_outcome = 0 if reward_funcs is None else (len(reward_funcs) if isinstance(reward_funcs, list) else 1)
+        if n_outcome == 0 and not process_reward_funcs:
+            raise ValueError(
+                "ProcessGRPOTrainer needs at least one reward: pass process_reward_funcs and/or reward_funcs."
+            )
+        self._has_outcome = n_outcome > 0
+        if not self._has_outcome:
+            # GRPOTrainer requires a reward source: its column shows each completion's mean step reward in TRL's
+            # `reward` metrics and completions table; it never enters the advantages.
+            reward_funcs = [mean_step_reward]
+        if getattr(args, "multi_objective_aggregation", "sum_then_normalize") != "sum_then_normalize":
+            raise ValueError(
+                "ProcessGRPOTrainer pools weighted step and outcome rewards (sum_then_normalize); "
+                f"multi_objective_aggregation={args.multi_objective_aggregation!r} is not supported."
+            )
+        for key in ("tools", "environment_factory"):
+            if kwargs.get(key):
+                raise ValueError(
+                    f"ProcessGRPOTrainer does not support `{key}`: multi-turn completions with tool outputs are not "
+                    "split into steps."
+                )
+
+        super().__init__(
+            model=model,
+            reward_funcs=reward_funcs,
+            args=args,
+            train_dataset=train_dataset,
+            eval_dataset=eval_dataset,
+            processing_class=processing_class,
+            reward_processing_classes=reward_processing_classes,
+            callbacks=callbacks,
+            optimizers=optimizers,
+            peft_config=peft_config,
+            **kwargs,
+        )
+        self.process_reward_funcs = process_reward_funcs
+        self.process_reward_func_names = [_func_name(fn) for fn in process_reward_funcs]
+        self.process_reward_weights = torch.tensor(
+            weights if weights is not None else [1.0] * len(process_reward_funcs), dtype=torch.float32
+        )
+        self.outcome_reward_weight = float(args.outcome_reward_weight)
+        self.correct_step_threshold = float(args.correct_step_threshold)
+        for fn in process_reward_funcs:
+            if isinstance(fn, ProcessRewardModel):
+                fn.model.to(self.accelerator.device)
+        self._pending_process_advantages: torch.Tensor | None = None
+
+    # ------------------------------------------------------------------------------------------------------------------
+    # Scoring: TRL calls _calculate_rewards once per generation batch, inside _generate_and_score_completions.
+    # ------------------------------------------------------------------------------------------------------------------
+    def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
+        device = self.accelerator.device
+        rewards_per_func = None
+        if self._has_outcome:
+            rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+
+        start = time.perf_counter()
+        tokenizer = grpo_tokenizer(self)
+        drop_ids = skipped_token_ids(tokenizer, self.step_separator)
+        split = [completion_steps(ids, tokenizer, self.step_separator, drop_ids) for ids in completion_ids_list]
+        steps = [s.steps for s in split]
+
+        scoring_start = time.perf_counter()
+        keys = [key for key in inputs[0] if key not in ("prompt", "completion", "completion_ids")]
+        kwargs = {key: [example[key] for example in inputs] for key in keys}
+        kwargs.update(
+            trainer_state=self.state,
+            log_extra=lambda column, values: grpo_log_extra(self, column, values),
+            log_metric=lambda name, value: grpo_log_metric(self, name, value),
+        )
+        per_func = []  # [func][completion][step]
+        for fn, name in zip(self.process_reward_funcs, self.process_reward_func_names):
+            output = fn(prompts=prompts, completions=completions, completion_ids=completion_ids_list, steps=steps,
+                        **kwargs)
+            per_func.append(check_process_rewards(output, steps, name))
+        scoring_time = time.perf_counter() - scoring_start
+
+        # Combine the process reward functions per step: weighted sum of the non-None ones, NaN when all are None.
+        local_rows = []
+        for i, completion in enumerate(split):
+            if per_func:
+                values = torch.tensor([per_func[k][i] for k in range(len(per_func))], dtype=torch.float32)
+                values = values.reshape(len(per_func), len(completion.steps))
+                combined = (values * self.process_reward_weights.unsqueeze(1)).nansum(0)
+                combined[torch.isnan(values).all(0)] = math.nan
+                combined = combined.tolist()
+            else:
+                combined = [math.nan] * len(completion.steps)
+            local_rows.append(
+                {
+                    "ends": completion.ends,
+                    "rewards": combined,
+                    "per_func": [per_func[k][i] for k in range(len(per_func))],
+                    "length": len(completion_ids_list[i]),
+                }
+            )
+        grpo_log_extra(
+            self, "step_rewards", [[None if math.isnan(r) else round(r, 4) for r in row["rewards"]] for row in local_rows]
+        )
+
+        # Generations of one prompt may live on different ranks: normalise over the global batch.
+        rows = gather_object(local_rows)
+        if rewards_per_func is None:  # process rewards only: TRL's reward column is the mean step reward
+            means = [[sum(v) / len(v)] if (v := [r for r in row["rewards"] if not math.isnan(r)]) else [math.nan]
+                     for row in rows]
+            rewards_per_func = torch.tensor(means, dtype=torch.float32, device=device)
+        self._pending_process_advantages = self._global_process_advantages(rows, rewards_per_func)
+        grpo_log_metric(self, "process/scoring_time", scoring_time)
+        grpo_log_metric(self, "process/overhead_time", time.perf_counter() - start - scoring_time)
+        return rewards_per_func
+
+    def _global_process_advantages(self, rows: list[dict], rewards_per_func: torch.Tensor) -> torch.Tensor:
+        """``(B_global, T_global)`` advantages from the gathered step rewards and the outcome rewards; logs stats."""
+        device = rewards_per_func.device
+        n = len(rows)
+        if rewards_per_func.shape[0] != n:
+            raise RuntimeError(
+                f"ProcessGRPOTrainer: {rewards_per_func.shape[0]} outcome rewards but {n} gathered completions."
+            )
+        use_outcome = self._has_outcome and self.outcome_reward_weight != 0.0
+        max_steps = max((len(r["ends"]) for r in rows), default=0)
+        width = max_steps + (1 if use_outcome else 0)
+        seq_len = max(max((r["length"] for r in rows), default=1), 1)
+        step_rewards = torch.full((n, max(width, 1)), math.nan)
+        step_ends = torch.zeros((n, max(width, 1)), dtype=torch.long)
+        for i, row in enumerate(rows):
+            k = len(row["ends"])
+            if k:
+                step_rewards[i, :k] = torch.tensor(row["rewards"], dtype=torch.float32)
+                step_ends[i, :k] = torch.tensor(row["ends"], dtype=torch.long)
+        if use_outcome:
+            weights = self.reward_weights.to(rewards_per_func.device).unsqueeze(0)
+            outcome = (rewards_per_func * weights).nansum(1)
+            outcome[torch.isnan(rewards_per_func).all(1)] = math.nan
+            lengths = torch.tensor([r["length"] for r in rows], dtype=torch.long)
+            step_rewards[:, -1] = self.outcome_reward_weight * outcome.float().cpu()
+            step_ends[:, -1] = (lengths - 1).clamp(min=0)
+            step_rewards[lengths == 0, -1] = math.nan
+        step_mask = ~torch.isnan(step_rewards)
+        advantages = process_advantages(
+            step_rewards, step_ends, step_mask, grpo_num_generations(self), seq_len, scale=self.scale_rewards
+        )
+
+        # Metrics over the global batch (identical on every rank, so TRL's cross-rank averaging keeps them).
+        proc = step_rewards[:, :max_steps]
+        proc_valid = step_mask[:, :max_steps]
+        num_steps = torch.tensor([len(r["ends"]) for r in rows], dtype=torch.float32)
+        grpo_log_metric(self, "process/steps_per_completion", num_steps.mean().item() if n else 0.0)
+        if proc_valid.any():
+            scored = proc[proc_valid]
+            grpo_log_metric(self, "process/step_reward_mean", scored.mean().item())
+            grpo_log_metric(self, "process/frac_correct_steps", (scored >= self.correct_step_threshold).float().mean().item())
+        if num_steps.sum() > 0:
+            grpo_log_metric(self, "process/frac_scored_steps", (proc_valid.sum() / num_steps.sum()).item())
+        grpo_log_metric(self, "process/frac_outcome_only", (~proc_valid.any(1)).float().mean().item() if n else 0.0)
+        for k, name in enumerate(self.process_reward_func_names):
+            values = [v for r in rows for v in r["per_func"][k] if not math.isnan(v)]
+            if values:
+                grpo_log_metric(self, f"process/{name}/mean", sum(values) / len(values))
+        token_mask = torch.arange(seq_len).unsqueeze(0) < torch.tensor([r["length"] for r in rows]).unsqueeze(1)
+        if token_mask.any():
+            adv = advantages[token_mask]
+            grpo_log_metric(self, "process/advantage_mean", adv.mean().item())
+            grpo_log_metric(self, "process/advantage_std", adv.std().item() if adv.numel() > 1 else 0.0)
+            grpo_log_metric(self, "process/advantage_min", adv.min().item())
+            grpo_log_metric(self, "process/advantage_max", adv.max().item())
+        return advantages.to(device)
+
+    def _generate_and_score_completions(self, inputs):
+        self._pending_process_advantages = None
+        output = super()._generate_and_score_completions(inputs)
+        advantages = self._pending_process_advantages
+        self._pending_process_advantages = None
+        if advantages is None:
+            raise RuntimeError(
+                "ProcessGRPOTrainer: GRPOTrainer._generate_and_score_completions did not call _calculate_rewards; "
+                "this TRL version is not supported."
+            )
+        grpo_replace_logged_advantages(self, advantages[:, 0].tolist())
+        advantages = advantages[grpo_local_slice(self, output["completion_ids"].shape[0])]
+        width = output["completion_ids"].shape[1]
+        if advantages.shape[1] < width:
+            advantages = torch.nn.functional.pad(advantages, (0, width - advantages.shape[1]))
+        output["advantages"] = advantages[:, :width].contiguous()
+        return output
