@@ -185,7 +185,7 @@ class ModelCardMixin:
             pipeline_tag="text-generation",
         )
         names = _COMMON_HYPERPARAMETERS + tuple(self._card_hyperparameters)
-        hyper = {n: _format(getattr(self.args, n)) for n in dict.fromkeys(names) if hasattr(self.args, n)}
+        hyper = {n: _format(getattr(self.args, n)) for n in dict.fromkeys(names) if getattr(self.args, n, None) is not None}
         plot = self.save_training_curves()
         text = render_model_card(
             self._card_template,

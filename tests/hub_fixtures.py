@@ -1,0 +1,98 @@
+"""Pytest fixtures for the loopback Hub (``tests/hub_server.py``). Use with ``pytest_plugins = ["hub_fixtures"]``.
+
+``huggingface_hub`` and ``transformers`` read ``HF_ENDPOINT`` once at import time and the test session runs with
+``HF_HUB_OFFLINE=1`` (which blocks localhost too), so the code that pushes and downloads runs in a subprocess with
+its own environment: ``HF_ENDPOINT`` = the server, ``HF_TOKEN`` = the server's token, a fresh ``HF_HOME``,
+``HF_HUB_DISABLE_XET=1`` unless ``xet=True``, and no ``HF_HUB_OFFLINE`` / ``TRANSFORMERS_OFFLINE``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Callable
+
+import pytest
+
+from hub_server import HubServer
+
+HUB_TOKEN = "hf_trl_ext_test_token"
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+SCRIPT_PRELUDE = '''
+import json, os, sys
+ARGS = json.loads(open(sys.argv[1]).read())
+RESULT = {}
+def finish():
+    with open(ARGS["result_file"], "w") as f:
+        json.dump(RESULT, f)
+'''
+
+
+@pytest.fixture
+def hub_server():
+    """A running :class:`HubServer` (git-LFS uploads, token :data:`HUB_TOKEN`), stopped after the test."""
+    with HubServer(token=HUB_TOKEN, lfs=True) as server:
+        yield server
+
+
+@pytest.fixture
+def hub_server_factory():
+    """``make(**kwargs) -> HubServer`` (started; all stopped after the test), e.g. ``make(lfs=False)`` for Xet."""
+    servers: list[HubServer] = []
+
+    def make(**kwargs) -> HubServer:
+        kwargs.setdefault("token", HUB_TOKEN)
+        server = HubServer(**kwargs).start()
+        servers.append(server)
+        return server
+
+    yield make
+    for server in servers:
+        server.stop()
+
+
+def hub_env(server: HubServer, hf_home: Path, *, xet: bool = False, token: str | None = HUB_TOKEN) -> dict[str, str]:
+    """Environment of a subprocess that talks to ``server`` with the real ``huggingface_hub`` client."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_HUB_DISABLE_XET", "HF_TOKEN", "HF_ENDPOINT")}
+    env.update(HF_ENDPOINT=server.url, HF_HOME=str(hf_home), HF_HUB_DISABLE_TELEMETRY="1",
+               HF_HUB_DISABLE_PROGRESS_BARS="1", TOKENIZERS_PARALLELISM="false",
+               PYTHONPATH=os.pathsep.join([str(REPO_ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep))
+    if token is not None:
+        env["HF_TOKEN"] = token
+    if not xet:
+        env["HF_HUB_DISABLE_XET"] = "1"
+    return env
+
+
+@pytest.fixture
+def run_hub_script(tmp_path) -> Callable[..., dict]:
+    """``run(code, server, args={}, xet=False, timeout=300) -> dict``: run ``code`` in a subprocess against ``server``.
+
+    ``code`` sees ``ARGS`` (``args`` + ``result_file``), fills the dict ``RESULT`` and calls ``finish()``; the
+    returned dict is ``RESULT``. A non-zero exit raises with the subprocess's output.
+    """
+    counter = iter(range(1000))
+
+    def run(code: str, server: HubServer, args: dict | None = None, *, xet: bool = False, timeout: int = 300,
+            hf_home: Path | None = None) -> dict:
+        n = next(counter)
+        script = tmp_path / f"hub_script_{n}.py"
+        script.write_text(SCRIPT_PRELUDE + textwrap.dedent(code))
+        result_file = tmp_path / f"hub_result_{n}.json"
+        args_file = tmp_path / f"hub_args_{n}.json"
+        args_file.write_text(json.dumps({**(args or {}), "result_file": str(result_file)}))
+        hf_home = hf_home or tmp_path / f"hf_home_{n}"
+        proc = subprocess.run([sys.executable, str(script), str(args_file)], env=hub_env(server, hf_home, xet=xet),
+                              cwd=str(REPO_ROOT), capture_output=True, text=True, timeout=timeout)
+        if proc.returncode != 0 or not result_file.exists():
+            raise AssertionError(f"hub script failed (rc={proc.returncode})\n--- stdout\n{proc.stdout[-6000:]}\n"
+                                 f"--- stderr\n{proc.stderr[-12000:]}\n--- server requests\n{server.requests[-30:]}")
+        return json.loads(result_file.read_text())
+
+    return run
