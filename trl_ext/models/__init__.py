@@ -9,6 +9,7 @@ from .default import (
     resolve_model_name_or_path,
 )
 from .tiny import save_tiny_model, tiny_config, tiny_model
+from .value_head import ValueHead, attach_value_head, get_value_head, load_policy_and_value_head
 
 __all__ = [
     "DEFAULT_MODEL_HUB_ID",
@@ -20,4 +21,8 @@ __all__ = [
     "save_tiny_model",
     "tiny_config",
     "tiny_model",
+    "ValueHead",
+    "attach_value_head",
+    "get_value_head",
+    "load_policy_and_value_head",
 ]

@@ -16,6 +16,13 @@ from .graders import (
     ReasoningGymScorer,
     default_grader,
 )
+from .process import (
+    ArithmeticStepVerifier,
+    ProcessRewardModel,
+    check_process_rewards,
+    completion_steps,
+    split_step_spans,
+)
 
 __all__ = [
     "completion_text",
@@ -30,4 +37,9 @@ __all__ = [
     "FormatGrader",
     "MultiGrader",
     "default_grader",
+    "ArithmeticStepVerifier",
+    "ProcessRewardModel",
+    "check_process_rewards",
+    "completion_steps",
+    "split_step_spans",
 ]
