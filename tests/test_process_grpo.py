@@ -256,7 +256,10 @@ def _nan_reward(steps, **kwargs):
 
 @pytest.mark.parametrize(
     "fn, message",
-    [(_wrong_length, r"'_wrong_length' returned \d+ step rewards for completion 0"), (_nan_reward, "'_nan_reward' returned nan")],
+    [
+        (_wrong_length, r"'_wrong_length' returned \d+ step rewards for completion 0"),
+        (_nan_reward, "'_nan_reward' returned nan"),
+    ],
 )
 def test_bad_process_reward_output_fails_before_the_first_update(tiny_model_path, tmp_path, fn, message):
     trainer = ProcessGRPOTrainer(
@@ -346,7 +349,9 @@ def test_lora_trains_adapter_only(tiny_model_path, tmp_path):
 def test_qlora_4bit_cpu_trains(tiny_model_path, tmp_path):
     from transformers import BitsAndBytesConfig
 
-    quantization = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.float32)
+    quantization = BitsAndBytesConfig(
+        load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.float32
+    )
     trainer = ProcessGRPOTrainer(
         model=tiny_model_path, reward_funcs=[char_variety], process_reward_funcs=[ArithmeticStepVerifier()],
         args=ProcessGRPOConfig(**_kwargs(tmp_path, max_steps=2, step_separator=" ")), train_dataset=_dataset(),
@@ -399,7 +404,8 @@ WORKER = textwrap.dedent(
     from trl_ext.trainers.process_grpo import ProcessGRPOConfig, ProcessGRPOTrainer
 
     model_path, out_dir, per_device = sys.argv[1], sys.argv[2], int(sys.argv[3])
-    texts = ["1+1=2\\n\\n2+2=5\\n\\n#### 4", "3+3=6\\n\\n#### 6", "no claim\\n\\n#### 6", "5*5=25\\n\\n25-1=24\\n\\n#### 6",
+    texts = ["1+1=2\\n\\n2+2=5\\n\\n#### 4", "3+3=6\\n\\n#### 6", "no claim\\n\\n#### 6",
+             "5*5=25\\n\\n25-1=24\\n\\n#### 6",
              "7+1=9", "#### 3", "2*3=6\\n\\n6+6=12\\n\\n12/4=3\\n\\n#### 6", "9-9=1\\n\\n#### 6"]
     trainer = ProcessGRPOTrainer(
         model=model_path, reward_funcs=[answer_is_six], process_reward_funcs=[ArithmeticStepVerifier()],

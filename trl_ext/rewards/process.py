@@ -263,10 +263,12 @@ def _resolve_steps(steps, completions, separator: str, fn: str) -> list[list[str
 
 _NUMBER = r"\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?|\.\d+"
 _TOKEN_RE = re.compile(
-    rf"(?P<num>[$£€]?\s?(?:{_NUMBER})\s?%?)|(?P<op>\*\*|[-+*/^()])|(?P<word>[A-Za-z_][A-Za-z_']*)|(?P<ws>\s+)|(?P<other>.)"
+    rf"(?P<num>[$£€]?\s?(?:{_NUMBER})\s?%?)|(?P<op>\*\*|[-+*/^()])|(?P<word>[A-Za-z_][A-Za-z_']*)"
+    r"|(?P<ws>\s+)|(?P<other>.)"
 )
 _UNIT_FRACTION_RE = re.compile(r"/\s*[A-Za-z][A-Za-z_]*")  # "£195/day", "6 days/week": units, not division
 _TIMES_X_RE = re.compile(r"(?<=[\d)%])\s*[xX]\s*(?=[$£€(]?\s*[\d.(])")
+_OPERATOR_CHARS = str.maketrans({"×": "*", "·": "*", "⋅": "*", "÷": "/", "−": "-"})
 _EQUALS_RE = re.compile(r"(?<![<>!=])=(?!=)")
 _BULLET_RE = re.compile(r"(?m)^\s*[-*•]\s+")  # "- 73 plants × €3 = €219": a list bullet, not a minus sign
 _NEXT_IS_NUMBER_RE = re.compile(r"\s*[$£€(]?\s*[\d.(]")
@@ -329,7 +331,7 @@ class ArithmeticStepVerifier:
     @staticmethod
     def _items(segment: str) -> list[tuple[str, str, int]]:
         """``(kind, python_text, decimals)`` items: ``num``, ``op``, or ``break`` (anything that ends an expression)."""
-        segment = segment.replace("×", "*").replace("·", "*").replace("⋅", "*").replace("÷", "/").replace("−", "-")
+        segment = segment.translate(_OPERATOR_CHARS)
         segment = _BULLET_RE.sub("", segment)
         segment = _UNIT_FRACTION_RE.sub(" ", segment)
         segment = _TIMES_X_RE.sub(" * ", segment)
@@ -458,7 +460,8 @@ class ProcessRewardModel:
         >>> from trl_ext.models import default_tokenizer_path
         >>> tok = AutoTokenizer.from_pretrained(str(default_tokenizer_path()))
         >>> config = LlamaConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-        ...     intermediate_size=64, num_labels=2, id2label={0: "wrong", 1: "correct"}, label2id={"wrong": 0, "correct": 1})
+        ...     intermediate_size=64, num_labels=2, id2label={0: "wrong", 1: "correct"},
+        ...     label2id={"wrong": 0, "correct": 1})
         >>> prm = ProcessRewardModel(LlamaForTokenClassification(config), tok)  # a random PRM, for the shapes
         >>> scores = prm(prompts=["1+1?"], steps=[["1+1=2", "#### 2"]])
         >>> len(scores[0]), all(0.0 < p < 1.0 for p in scores[0])

@@ -6,8 +6,8 @@ reward-to-go token advantages.
 Each completion is split into steps by ``args.step_separator``; every process reward function scores each step;
 ordinary TRL reward functions (outcome rewards) count as one more step ending on the completion's last token, weighted
 by ``args.outcome_reward_weight``. The advantages are :func:`trl_ext.core.process_advantages` of the *global* batch
-(every rank's completions, gathered) — the step rewards of a prompt's group are pooled and normalised by their mean and
-std (``args.scale_rewards``: ``"group"``, ``"batch"`` or ``"none"``, as in TRL), and each token gets the sum of the
+(every rank's completions, gathered) — the step rewards of a prompt's group are pooled and normalised by their mean
+and std (``args.scale_rewards``: ``"group"``, ``"batch"`` or ``"none"``, as in TRL), and each token gets the sum of the
 normalised rewards of the steps ending at or after it. They are handed to TRL's loss as a ``(B, T)`` tensor, so every
 ``loss_type``, importance-sampling correction, vLLM mode, PEFT/QLoRA set-up and multi-process run works unchanged.
 
@@ -101,7 +101,8 @@ class ProcessGRPOConfig(GRPOConfig):
     only centres. ``multi_objective_aggregation`` must stay ``"sum_then_normalize"``.
 
     Example:
-        >>> config = ProcessGRPOConfig(output_dir="out", step_separator="\n", outcome_reward_weight=0.5)  # doctest: +SKIP
+        >>> config = ProcessGRPOConfig(
+        ...     output_dir="out", step_separator="\n", outcome_reward_weight=0.5)  # doctest: +SKIP
     """
 
     step_separator: str = field(
@@ -162,9 +163,9 @@ class ProcessGRPOTrainer(HubPushMixin, ModelCardMixin, GRPOTrainer):
     """TRL's ``GRPOTrainer`` with process supervision: per-step rewards, pooled normalisation, reward-to-go.
 
     Args:
-        model, reward_funcs, args, train_dataset, …: as for ``GRPOTrainer`` (``args`` may be a ``ProcessGRPOConfig`` or
-            a plain ``GRPOConfig``, whose process fields then take their defaults). ``reward_funcs`` are outcome rewards
-            and may be empty when ``process_reward_funcs`` is given.
+        model, reward_funcs, args, train_dataset, …: as for ``GRPOTrainer`` (``args`` may be a ``ProcessGRPOConfig``
+            or a plain ``GRPOConfig``, whose process fields then take their defaults). ``reward_funcs`` are outcome
+            rewards and may be empty when ``process_reward_funcs`` is given.
         process_reward_funcs: callables ``fn(prompts=, completions=, completion_ids=, steps=, **columns)`` returning one
             list of step rewards (``None`` to skip a step) or ``None`` per completion, e.g.
             :class:`~trl_ext.rewards.process.ArithmeticStepVerifier` or
@@ -244,7 +245,9 @@ class ProcessGRPOTrainer(HubPushMixin, ModelCardMixin, GRPOTrainer):
             if not callable(fn):
                 raise ValueError(f"process_reward_funcs[{i}] ({fn!r}) is not callable.")
             if inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(getattr(fn, "__call__", None)):
-                raise ValueError(f"process_reward_funcs[{i}] ('{_func_name(fn)}') is async; pass a synchronous callable.")
+                raise ValueError(
+                    f"process_reward_funcs[{i}] ('{_func_name(fn)}') is async; pass a synchronous callable."
+                )
         weights = args.process_reward_weights
         if weights is not None and len(weights) != len(process_reward_funcs):
             raise ValueError(
@@ -347,9 +350,8 @@ class ProcessGRPOTrainer(HubPushMixin, ModelCardMixin, GRPOTrainer):
                     "length": len(completion_ids_list[i]),
                 }
             )
-        grpo_log_extra(
-            self, "step_rewards", [[None if math.isnan(r) else round(r, 4) for r in row["rewards"]] for row in local_rows]
-        )
+        table = [[None if math.isnan(r) else round(r, 4) for r in row["rewards"]] for row in local_rows]
+        grpo_log_extra(self, "step_rewards", table)
 
         # Generations of one prompt may live on different ranks: normalise over the global batch.
         rows = gather_object(local_rows)
@@ -402,7 +404,8 @@ class ProcessGRPOTrainer(HubPushMixin, ModelCardMixin, GRPOTrainer):
         if proc_valid.any():
             scored = proc[proc_valid]
             grpo_log_metric(self, "process/step_reward_mean", scored.mean().item())
-            grpo_log_metric(self, "process/frac_correct_steps", (scored >= self.correct_step_threshold).float().mean().item())
+            correct = (scored >= self.correct_step_threshold).float().mean().item()
+            grpo_log_metric(self, "process/frac_correct_steps", correct)
         if num_steps.sum() > 0:
             grpo_log_metric(self, "process/frac_scored_steps", (proc_valid.sum() / num_steps.sum()).item())
         grpo_log_metric(self, "process/frac_outcome_only", (~proc_valid.any(1)).float().mean().item() if n else 0.0)
