@@ -79,3 +79,11 @@ def test_wheel_ships_the_model_card_templates(tmp_path):
     for template in MODEL_CARDS_DIR.glob("*.md"):
         assert f"trl_ext/model_cards/{template.name}" in names
     assert "trl_ext/core/advantages.py" in names and "trl_ext/py.typed" in names
+
+
+def test_hyperparameter_cells_stay_on_one_table_row():
+    from trl_ext.model_card import _format
+
+    assert _format("\n\n") == "`'\\n\\n'`"  # ProcessGRPO's default step separator, shown escaped
+    assert "\n" not in _format("a\nb") and _format("plain") == "plain"
+    assert _format("a|b") == "a\\|b" and _format(["x", "y"]) == "`['x', 'y']`" and _format(0.25) == "0.25"

@@ -76,7 +76,11 @@ def _format(value: Any) -> str:
         value = value.value
     if isinstance(value, float):
         return f"{value:.4g}" if math.isfinite(value) else str(value)
-    return f"`{value}`" if isinstance(value, (list, tuple, dict)) else str(value)
+    if isinstance(value, str) and any(c in value for c in "\n\r\t"):
+        value = f"`{value!r}`"  # a table cell stays on one line: "\n\n" shows as '\n\n'
+    elif isinstance(value, (list, tuple, dict)):
+        value = f"`{value}`"
+    return str(value).replace("|", "\\|")  # a pipe would split the table cell
 
 
 def final_metrics(log_history: list[dict], limit: int = 24) -> dict[str, str]:

@@ -64,6 +64,7 @@ from .trl_compat import (
     grpo_replace_logged_advantages,
     grpo_tokenizer,
 )
+from .vllm_sync import VLLMSyncMixin
 
 __all__ = ["ProcessGRPOConfig", "ProcessGRPOTrainer"]
 
@@ -159,7 +160,7 @@ def _func_name(fn: Any) -> str:
     return getattr(fn, "__name__", None) or type(fn).__name__
 
 
-class ProcessGRPOTrainer(HubPushMixin, ModelCardMixin, GRPOTrainer):
+class ProcessGRPOTrainer(HubPushMixin, ModelCardMixin, VLLMSyncMixin, GRPOTrainer):
     """TRL's ``GRPOTrainer`` with process supervision: per-step rewards, pooled normalisation, reward-to-go.
 
     Args:
@@ -199,8 +200,8 @@ class ProcessGRPOTrainer(HubPushMixin, ModelCardMixin, GRPOTrainer):
     _card_trainer_name = "ProcessGRPOTrainer"
     _card_tags = ("grpo", "process-supervision")
     _card_citation = _DEEPSEEKMATH_CITATION
-    _card_hyperparameters = (  # step_separator left out: model_card._format would print its newline into the table
-        "process_reward_weights", "outcome_reward_weight", "scale_rewards", "num_generations",
+    _card_hyperparameters = (
+        "step_separator", "process_reward_weights", "outcome_reward_weight", "scale_rewards", "num_generations",
         "max_completion_length", "beta", "loss_type", "temperature",
     )
     _card_plot_keys = (
