@@ -91,6 +91,7 @@ from .trl_compat import (
     grpo_tap_per_token_logps,
     grpo_tokenizer,
 )
+from .vllm_sync import VLLMSyncMixin
 
 __all__ = ["RFTConfig", "RFTTrainer", "explained_variance"]
 
@@ -274,7 +275,7 @@ def explained_variance(values: torch.Tensor, returns: torch.Tensor, mask: torch.
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-class RFTTrainer(HubPushMixin, ModelCardMixin, GRPOTrainer):
+class RFTTrainer(HubPushMixin, ModelCardMixin, VLLMSyncMixin, GRPOTrainer):
     """PPO actor-critic reinforcement fine-tuning (value head, clipped value loss, GAE, KL in the reward).
 
     Takes every argument of TRL's ``GRPOTrainer`` (``model``, ``reward_funcs`` — graders from

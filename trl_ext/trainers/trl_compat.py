@@ -227,3 +227,61 @@ def grpo_local_slice(trainer: Any, n_local: int) -> slice:
     """Rows of this process in a tensor gathered over processes (``_calculate_rewards``' output), as TRL slices."""
     start = trainer.accelerator.process_index * n_local
     return slice(start, start + n_local)
+
+
+# ---- vLLM weight sync (trl_ext/trainers/vllm_sync.py) — trl.generation.vllm_generation internals, TRL 1.16 ---------
+
+
+def grpo_route_vllm_weight_sync(trainer: Any, build: Any) -> bool:
+    """Let ``build`` choose the ``(name, tensor)`` stream that ``trainer``'s vLLM weight sync pushes.
+
+    TRL's ``VLLMGeneration.sync_weights`` (``trainer.vllm_generation``) pushes, in colocate mode
+    (``llm…model.load_weights([(name, tensor)])``) and in server mode (a metadata pass, then an NCCL stream to
+    ``trl vllm-serve``), whatever its private ``_iter_named_params()`` yields. ``build(model, trl_iterator, fix_name,
+    sharded)`` gets the model TRL syncs, TRL's own iterator (bound method), TRL's vLLM name fixer
+    (``_fix_param_name_to_vllm``) and whether parameters are sharded (FSDP / ZeRO-3); it returns a zero-argument
+    callable giving the iterator to use, or ``None`` to keep TRL's. Set on this ``VLLMGeneration`` instance only.
+    Returns ``False`` when the trainer does not generate with vLLM.
+    """
+    generation = getattr(trainer, "vllm_generation", None)
+    if generation is None:
+        return False
+    dist = generation._dist
+    iterator = build(
+        generation.model,
+        generation._iter_named_params,
+        generation._fix_param_name_to_vllm,
+        bool(dist.is_fsdp or dist.is_zero3),
+    )
+    if iterator is not None:
+        generation._iter_named_params = iterator
+    return True
+
+
+@contextlib.contextmanager
+def vllm_colocate_engine_unquantized() -> Iterator[None]:
+    """Within the block, a colocated vLLM engine built by TRL's ``VLLMGeneration`` for a bitsandbytes 4-bit policy
+    loads the checkpoint unquantized (its own dtype), not with in-flight ``quantization="bitsandbytes"``.
+
+    TRL 1.16 passes ``quantization="bitsandbytes"`` to ``vllm.LLM`` (module global ``LLM`` of
+    ``trl.generation.vllm_generation``) when the policy has ``bnb.nn.Linear4bit`` modules; such an engine holds packed
+    4-bit codes with its own scales and cannot take full-precision weights from a sync. Other arguments are unchanged.
+    Without vLLM installed nothing is patched (TRL raises its own ImportError).
+    """
+    import trl.generation.vllm_generation as vllm_generation
+
+    original = getattr(vllm_generation, "LLM", None)
+    if original is None:
+        yield
+        return
+
+    def build_llm(*args: Any, **kwargs: Any) -> Any:
+        if kwargs.get("quantization") == "bitsandbytes":
+            kwargs["quantization"] = None
+        return original(*args, **kwargs)
+
+    vllm_generation.LLM = build_llm
+    try:
+        yield
+    finally:
+        vllm_generation.LLM = original
