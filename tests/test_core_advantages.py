@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from trl_ext.core import gae, group_advantages, masked_mean, masked_var, process_advantages, whiten
+from trl_ext.core.masked import masked_moments, moments_mean_var, whiten_with_stats
 
 
 def _gae_reference(rewards, values, mask, gamma, lam):
@@ -85,6 +86,64 @@ def test_masked_reductions_empty_and_nan_padding():
     assert masked_var(x, mask) == 2.0
     assert masked_mean(x, torch.zeros(3)) == 0.0
     assert masked_var(torch.tensor([5.0]), torch.tensor([1])) == 0.0
+
+
+# ---------------------------------------------------------------- whitening over a batch split across processes
+
+
+def test_masked_moments_hand_values_and_padding_ignored():
+    x = torch.tensor([[1.0, 2.0, float("nan")], [4.0, float("inf"), 0.0]])
+    mask = torch.tensor([[1, 1, 0], [1, 0, 0]])
+    moments = masked_moments(x, mask)
+    assert moments.dtype == torch.float64
+    assert moments.tolist() == [3.0, 7.0, 21.0]  # n = 3, Σx = 1 + 2 + 4, Σx² = 1 + 4 + 16
+    mean, var = moments_mean_var(moments)
+    assert mean.item() == pytest.approx(7 / 3) and var.item() == pytest.approx((21 - 3 * (7 / 3) ** 2) / 2)
+    assert moments_mean_var(moments, unbiased=False)[1].item() == pytest.approx((21 - 3 * (7 / 3) ** 2) / 3)
+
+
+def test_moments_mean_var_edge_cases_match_masked_mean_and_var():
+    empty = masked_moments(torch.tensor([5.0]), torch.tensor([0]))
+    assert [t.item() for t in moments_mean_var(empty)] == [0.0, 0.0]  # as masked_mean / masked_var: 0, not NaN
+    one = masked_moments(torch.tensor([5.0]), torch.tensor([1]))
+    assert [t.item() for t in moments_mean_var(one)] == [5.0, 0.0]
+    assert moments_mean_var(one, unbiased=False)[1].item() == 0.0
+    constant = masked_moments(torch.full((7, 9), 0.1), torch.ones(7, 9))  # one-pass rounding error → exactly 0
+    assert moments_mean_var(constant)[1].item() == 0.0
+    # a batch of moments (one row per quantity) reduces row-wise
+    stacked = torch.stack([one, masked_moments(torch.tensor([1.0, 3.0]), torch.ones(2))])
+    means, variances = moments_mean_var(stacked)
+    assert means.tolist() == [5.0, 2.0] and variances.tolist() == [0.0, 2.0]
+
+
+def test_whiten_with_stats_hand_values_and_equals_whiten():
+    x = torch.tensor([[1.0, 3.0, 7.0]])
+    mask = torch.tensor([[1, 1, 0]])
+    out = whiten_with_stats(x, mask, mean=2.0, var=4.0, eps=0.0)
+    assert out.tolist() == [[-0.5, 0.5, 0.0]]
+    assert whiten_with_stats(x, mask, 2.0, 4.0, shift_mean=False, eps=0.0).tolist() == [[1.5, 2.5, 0.0]]
+    g = torch.Generator().manual_seed(0)
+    x, mask = torch.randn(6, 11, generator=g) * 3 + 1, torch.rand(6, 11, generator=g) > 0.3
+    # whiten is whiten_with_stats with the batch's own masked mean and unbiased variance, bit for bit
+    assert torch.equal(whiten(x, mask), whiten_with_stats(x, mask, masked_mean(x, mask), masked_var(x, mask)))
+    mean, var = moments_mean_var(masked_moments(x, mask))
+    torch.testing.assert_close(whiten_with_stats(x, mask, mean, var), whiten(x, mask), atol=1e-6, rtol=1e-6)
+
+
+def test_whitening_a_split_batch_with_summed_moments_equals_whitening_the_whole():
+    """Two "ranks" holding rows of different lengths (7 valid tokens vs 2): summing their moments (the all-reduce)
+    and whitening each part with the result gives the whole batch's whitening; whitening each part alone does not."""
+    x = torch.tensor([[0.5, 1.5, 2.0, -1.0], [3.0, 2.5, 1.0, 9.0], [-2.0, 9.0, 9.0, 9.0], [0.0, 9.0, 9.0, 9.0]])
+    mask = torch.tensor([[1, 1, 1, 1], [1, 1, 1, 0], [1, 0, 0, 0], [1, 0, 0, 0]])
+    whole = whiten(x, mask)
+    parts = [(x[:2], mask[:2]), (x[2:], mask[2:])]
+    mean, var = moments_mean_var(masked_moments(*parts[0]) + masked_moments(*parts[1]))
+    valid = x[mask.bool()].double()
+    assert mean.item() == pytest.approx(valid.mean().item()) and var.item() == pytest.approx(valid.var().item())
+    split = torch.cat([whiten_with_stats(xp, mp, mean, var) for xp, mp in parts])
+    torch.testing.assert_close(split, whole, atol=1e-6, rtol=1e-6)
+    per_part = torch.cat([whiten(xp, mp) for xp, mp in parts])
+    assert (per_part - whole).abs().max() > 0.5
 
 
 # ---------------------------------------------------------------- group advantages (GRPO)

@@ -1,7 +1,8 @@
 """RFTTrainer: training changes the right parameters and logs every listed metric; rollout values/GAE and the loss agree
 with trl_ext.core (and TRL's policy loss) on a captured batch; vf_clipfrac > 0 when values move; QLoRA on one 4-bit
-base; resume reproduces the uninterrupted run; value-head files everywhere; bad input fails before step 1; (slow) the
-example under accelerate with 2 CPU processes and the full default example."""
+base; resume reproduces the uninterrupted run; value-head files everywhere; bad input fails before step 1; statistics of
+a batch split over processes (moments, value-loss normaliser); (slow) a 2-process gloo run equals the 1-process run
+exactly, the example under accelerate with 2 CPU processes and the full default example."""
 
 import json
 import math
@@ -25,7 +26,8 @@ from trl_ext.models.value_head import (
 )
 from trl_ext.rewards import FuzzySimilarity, NumericMatch
 from trl_ext.trainers import rft_checks
-from trl_ext.trainers.rft import RFTConfig, RFTTrainer
+from trl_ext.core.masked import masked_moments
+from trl_ext.trainers.rft import RFTConfig, RFTTrainer, explained_variance, explained_variance_from_moments
 from trl_ext.trainers.trl_compat import grpo_kl_loss_term_disabled
 
 REPO = Path(__file__).resolve().parents[1]
@@ -105,6 +107,53 @@ def test_config_rejects_other_bad_values(tmp_path):
         _args(tmp_path, value_head_init="ones")
     with pytest.raises(ValueError, match="gamma and RFTConfig.lam"):
         _args(tmp_path, lam=1.5)
+
+
+def test_default_loss_type_is_the_globally_normalised_token_mean(tmp_path):
+    assert _args(tmp_path).loss_type == "dapo"
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Statistics over a batch split across processes (pure functions; the 2-process run is the slow test below)
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def test_explained_variance_from_summed_moments_equals_whole_batch():
+    g = torch.Generator().manual_seed(0)
+    returns, values = torch.randn(4, 6, generator=g), torch.randn(4, 6, generator=g)
+    mask = torch.tensor([[1] * 6, [1] * 5 + [0], [1, 0, 0, 0, 0, 0], [1, 1, 0, 0, 0, 0]])
+    whole = explained_variance(values, returns, mask)
+    parts = [slice(0, 2), slice(2, 4)]
+    summed = [sum(masked_moments(t[p], mask[p]) for p in parts) for t in (returns, returns - values)]
+    assert explained_variance_from_moments(*summed).item() == pytest.approx(whole.item(), abs=1e-6)
+    per_part = [explained_variance(values[p], returns[p], mask[p]).item() for p in parts]
+    assert abs(sum(per_part) / 2 - whole.item()) > 0.05  # the old mean of per-rank EVs is not the batch's EV
+    hand = 1 - (returns - values)[mask.bool()].double().var() / returns[mask.bool()].double().var()
+    assert whole.item() == pytest.approx(hand.item(), abs=1e-6)
+    assert math.isnan(explained_variance(values, torch.ones(4, 6), mask).item())  # Var(R) = 0
+
+
+@pytest.mark.parametrize("loss_type", ["dapo", "bnpo"])
+@pytest.mark.parametrize("mode", ["train", "eval"])
+def test_value_loss_normalizer_follows_the_policy_loss_type(loss_type, mode):
+    """dapo: the local token-mean value loss divided by the normalizer is Σ_local / (N_global / P · GA / spg), as
+    TRL's dapo policy loss (a global token mean once DDP averages over P processes); bnpo: local mean / GA."""
+    from types import SimpleNamespace
+
+    P, GA, spg, n_local, n_global = 2, 4, 2, 5, 18
+    fake = SimpleNamespace(
+        loss_type=loss_type, current_gradient_accumulation_steps=GA, args=SimpleNamespace(steps_per_generation=spg),
+        accelerator=SimpleNamespace(num_processes=P),
+    )
+    inputs = {"value_mask": torch.tensor([[1, 1, 1, 0], [1, 1, 0, 0]]), "value_items_in_batch": torch.tensor(n_global)}
+    local_sum = 7.0
+    scaled = (local_sum / n_local) / RFTTrainer._value_loss_normalizer(fake, inputs, mode)
+    accumulation = GA if mode == "train" else 1
+    if loss_type == "dapo":
+        expected = local_sum / (n_global / P * (GA / spg if mode == "train" else 1))
+    else:
+        expected = local_sum / n_local / accumulation
+    assert float(scaled) == pytest.approx(expected, rel=1e-6)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -212,10 +261,27 @@ def test_rollout_values_gae_and_loss_agree_with_core(tiny_model_path, tmp_path, 
     assert metrics["vf_loss"][-1] == pytest.approx(vf_loss.item(), rel=1e-4)
     assert metrics["vf_clipfrac"][-1] == pytest.approx(vf_clipfrac.item())
     assert (vf_clipfrac > 0) == (not from_training_forward)  # V == V_old at the first update of a rollout
-    # with loss_type="bnpo", TRL's surrogate is trl_ext.core.ppo_policy_loss
+    # with loss_type="dapo" (or "bnpo"), one process, no accumulation: TRL's surrogate is trl_ext.core.ppo_policy_loss
     core_pg, _ = ppo_policy_loss(logps, logps, out["advantages"], mask, 0.2, 0.2)
     assert metrics["pg_loss"][-1] == pytest.approx(trl_policy_loss.item(), abs=1e-5)
     assert metrics["pg_loss"][-1] == pytest.approx(core_pg.item(), abs=1e-5)
+
+
+def test_single_process_default_dapo_loss_equals_bnpo_bit_for_bit(tiny_model_path, tmp_path):
+    """One process, no accumulation: the new default loss_type="dapo" (policy and value loss normalised by the global
+    token count) gives exactly the loss of the former default "bnpo" (local token count)."""
+    args = _args(tmp_path, values_from_training_forward=False, vf_coef=0.3)
+    trainer = RFTTrainer(model=tiny_model_path, reward_funcs=char_variety, args=args, train_dataset=_dataset())
+    trainer.model.train()
+    trainer.current_gradient_accumulation_steps = 1
+    out = trainer._generate_and_score_completions(next(iter(trainer.get_train_dataloader())))
+    out["old_values"] = out["old_values"] + 0.3  # value clipping active
+    assert out["value_items_in_batch"].item() == out["value_mask"].sum().item()
+    losses = {}
+    for loss_type in ("dapo", "bnpo"):
+        trainer.loss_type = loss_type
+        losses[loss_type] = trainer._compute_loss(trainer.model, dict(out)).detach()
+    assert losses["dapo"].item() != 0.0 and torch.equal(losses["dapo"], losses["bnpo"])
 
 
 @pytest.mark.parametrize("from_training_forward", [True, False], ids=["values-from-training-forward", "rollout-forward"])
@@ -464,6 +530,176 @@ def test_reward_func_nan_during_training_is_an_error(tiny_model_path, tmp_path):
                          train_dataset=_dataset())
     with pytest.raises(ValueError, match="'nan_later' returned a non-finite"):
         trainer.train()
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Slow: 2 processes (gloo) x 4 completions == 1 process x 8, exactly
+# ----------------------------------------------------------------------------------------------------------------------
+
+RFT_WORKER = r"""
+import json, os, sys
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ["TRL_EXPERIMENTAL_SILENCE"] = "1"
+import torch
+from datasets import Dataset
+from trl_ext.models.value_head import ValueHead
+from trl_ext.trainers.rft import RFTConfig, RFTTrainer
+
+model_path, out_dir, per_device, num_iterations = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+# completion of the k-th row of each global batch of 8: rows 0-3 (rank 0 of 2) are long, rows 4-7 (rank 1) short,
+# so the two ranks hold very different numbers of completion tokens; row 1 has no EOS (missing_eos_penalty)
+TEXTS = ["The answer is 4 because two plus two makes four.", "3 times 5 equals 15, so the answer is 15",
+         "Adding seven and eight: 7 + 8 = 15. Done", "Ten minus four is six.", "4", "Six!", "ok", "It is 9"]
+
+
+def rollout(prompts, trainer):
+    tok = trainer.processing_class
+    offset = trainer.accelerator.process_index * len(prompts)
+    completion_ids = []
+    for i in range(len(prompts)):
+        k = (offset + i) % len(TEXTS)
+        eos = [] if k == 1 else [tok.eos_token_id]
+        completion_ids.append(tok(TEXTS[k], add_special_tokens=False)["input_ids"] + eos)
+    prompt_ids = [tok(p, add_special_tokens=False)["input_ids"] for p in prompts]
+    assert len({len(ids) for ids in prompt_ids}) == 1  # equal prompt lengths: no left padding, same positions
+    return {"prompt_ids": prompt_ids, "completion_ids": completion_ids, "logprobs": None}
+
+
+def char_variety(completions, **kwargs):
+    return [len(set(c)) / 10.0 for c in completions]
+
+
+rank = int(os.environ.get("RANK", "0"))
+torch.manual_seed(1000 + rank)  # a different value head on each rank: DDP must broadcast rank 0's
+hidden_size = json.load(open(os.path.join(model_path, "config.json")))["hidden_size"]
+head = ValueHead(hidden_size, init="normal")
+dataset = Dataset.from_dict({"prompt": [f"What is {a}+{b}?" for a in range(1, 9) for b in (1, 2)]})
+args = RFTConfig(
+    output_dir=out_dir, per_device_train_batch_size=per_device, max_completion_length=20,
+    num_iterations=num_iterations, max_steps=2 * num_iterations,  # two rollouts, each used num_iterations times
+    logging_steps=1, optim="sgd", learning_rate=1.0, value_head_learning_rate=0.1, max_grad_norm=0.0,
+    lr_scheduler_type="constant",  # plain SGD: the update is proportional to the gradient (Adam's first step is not)
+    beta=0.1, kl_target=0.01, kl_horizon=50.0, missing_eos_penalty=0.5, vf_coef=0.5, cliprange_value=0.2,
+    gamma=0.95, lam=0.9, report_to="none", save_strategy="no", use_cpu=True, bf16=False, seed=0,
+    disable_tqdm=True,
+)
+trainer = RFTTrainer(model=model_path, reward_funcs=char_variety, args=args, train_dataset=dataset,
+                     rollout_func=rollout, value_head=head)
+before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
+steps = []
+original = trainer._compute_loss
+
+
+def spy(model, inputs):
+    loss = original(model, inputs)
+    steps.append({k: inputs[k].detach().tolist() for k in ("advantages", "returns", "old_values", "value_mask")})
+    steps[-1]["prompt_ids"] = inputs["prompt_ids"].tolist()
+    return loss
+
+
+trainer._compute_loss = spy
+trainer.train()
+after = dict(trainer.model.named_parameters())
+delta = {n: (after[n].detach() - p) for n, p in before.items()}
+dumped = [n for n in after if "value_head" in n or "layers.1.self_attn.q_proj" in n]
+with open(os.path.join(out_dir, f"rank{trainer.accelerator.process_index}.json"), "w") as f:
+    json.dump({
+        "world": trainer.accelerator.num_processes, "steps": steps,
+        "logs": [e for e in trainer.state.log_history if "loss" in e],
+        "beta": trainer.kl_ctl.value,
+        "head_before": {n: p.flatten().tolist() for n, p in before.items() if "value_head" in n},
+        "delta_norms": {n: d.norm().item() for n, d in delta.items()},
+        "delta": {n: delta[n].flatten().tolist() for n in dumped},
+        "after": {n: after[n].detach().flatten().tolist() for n in dumped},
+    }, f)
+"""
+
+
+def _rft_run(worker, model_path, out_dir, per_device, nproc, num_iterations):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    out_dir.mkdir()
+    cmd = [sys.executable, worker, model_path, str(out_dir), str(per_device), str(num_iterations)]
+    if nproc > 1:
+        import socket
+
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = str(sock.getsockname()[1])
+        cmd[1:1] = ["-m", "torch.distributed.run", "--nproc_per_node", str(nproc), "--master_port", port]
+    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    ranks = [json.loads((out_dir / f"rank{r}.json").read_text()) for r in range(nproc)]
+    assert all(data["world"] == nproc for data in ranks)
+    return ranks
+
+
+def _valid_rows(ranks, step, key):
+    """Per completion, keyed by its prompt (TRL shuffles the rows of each rank's batch after the rollout), the values
+    of `key` on its valid tokens."""
+    rows = {}
+    for data in ranks:
+        batch = data["steps"][step]
+        for prompt, row, mask in zip(batch["prompt_ids"], batch[key], batch["value_mask"]):
+            rows[tuple(prompt)] = [v for v, m in zip(row, mask) if m]
+    return rows
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("num_iterations", [1, 2], ids=["values-from-training-forward", "rollout-forward-2-epochs"])
+def test_two_process_gloo_run_equals_one_process_run(tiny_model_path, tmp_path, num_iterations):
+    """2 processes x 4 completions (gloo, DDP) give exactly the run of 1 process x 8: targets (global whitening),
+    logged losses and metrics (global token means), the adaptive β, and the updated parameters (the value loss
+    normalised by the global token count, as TRL's default loss_type="dapo" policy loss) — with completions of
+    different lengths, rank 0 holding ~4x the tokens of rank 1, and a different value head built on each rank.
+    Two rollouts (the second with KL ≠ 0); with num_iterations=2, V_old comes from the rollout forward and the second
+    epoch clips values."""
+    worker = str(tmp_path / "rft_worker.py")
+    Path(worker).write_text(RFT_WORKER)
+    one = _rft_run(worker, tiny_model_path, tmp_path / "one", per_device=8, nproc=1, num_iterations=num_iterations)
+    two = _rft_run(worker, tiny_model_path, tmp_path / "two", per_device=4, nproc=2, num_iterations=num_iterations)
+    n_steps = 2 * num_iterations
+
+    for step in range(n_steps):
+        tokens = [sum(map(sum, data["steps"][step]["value_mask"])) for data in two]
+        assert tokens[0] > 3 * tokens[1], tokens  # uneven split of the completion tokens over the ranks
+        for key in ("old_values", "returns", "advantages"):
+            rows_one, rows_two = _valid_rows(one, step, key), _valid_rows(two, step, key)
+            assert len(rows_one) == 8 and rows_one.keys() == rows_two.keys()
+            for prompt, row in rows_one.items():
+                assert len(row) == len(rows_two[prompt]), (step, key)
+                assert row == pytest.approx(rows_two[prompt], abs=1e-5), (step, key)
+        # rank 0's part of the globally whitened advantages is not whitened by itself: per-rank whitening would have
+        # given other advantages
+        adv = _valid_rows(one, step, "advantages")
+        part = torch.tensor([v for prompt in _valid_rows(two[:1], step, "advantages") for v in adv[prompt]])
+        assert abs(part.mean().item()) > 0.1 or abs(part.std().item() - 1.0) > 0.1
+
+    keys = ("loss", "pg_loss", "vf_loss", "vf_clipfrac", "pg_clipfrac", "approx_kl", "value_pred_mean", "entropy",
+            "kl", "rlhf_reward", "value_mean", "returns_mean", "explained_variance", "advantages_std", "beta")
+    assert len(one[0]["logs"]) == len(two[0]["logs"]) == n_steps
+    for i, (log_one, log_two) in enumerate(zip(one[0]["logs"], two[0]["logs"])):
+        assert log_one.keys() == log_two.keys()
+        rollout_step = i % num_iterations == 0  # rollout metrics (kl, value_mean, ...) are logged at rollout steps
+        for key in keys if rollout_step else keys[:8]:
+            assert log_two[key] == pytest.approx(log_one[key], abs=1e-5), (i, key)
+    assert one[0]["logs"][num_iterations]["kl"] != 0  # the second rollout has a KL penalty in its rewards
+    if num_iterations == 2:
+        assert one[0]["logs"][1]["vf_clipfrac"] > 0  # second epoch on a rollout: values moved, clipping is active
+    assert two[0]["beta"] == two[1]["beta"] == pytest.approx(one[0]["beta"], abs=1e-9)
+    assert one[0]["beta"] != 0.1  # the adaptive KL controller moved β
+
+    # The updated parameters. DDP broadcast rank 0's value head before step 1: the heads built differently on the two
+    # ranks trained as one (rank 1's own "before" differs, so its head is compared after training, not by delta)
+    assert two[0]["head_before"] != two[1]["head_before"] and two[0]["head_before"] == one[0]["head_before"]
+    for name, values in one[0]["delta"].items():
+        assert max(abs(v) for v in values) > 1e-4, name  # the update is not trivially 0
+    for data in two:
+        assert data["delta_norms"].keys() == one[0]["delta_norms"].keys()
+        for name, norm in one[0]["delta_norms"].items():
+            if "value_head" not in name:
+                assert data["delta_norms"][name] == pytest.approx(norm, abs=1e-6, rel=1e-4), name
+        for name, values in one[0]["after"].items():
+            assert data["after"][name] == pytest.approx(values, abs=1e-6), name
 
 
 # ----------------------------------------------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from .advantages import gae, group_advantages, process_advantages
 from . import likelihood
 from .kl import AdaptiveKLController, kl_k1, kl_k3, last_token_index, rlhf_token_rewards
 from .losses import clipped_value_loss, ppo_per_token_loss, ppo_policy_loss
-from .masked import masked_mean, masked_sum, masked_var, whiten
+from .masked import masked_mean, masked_moments, masked_sum, masked_var, moments_mean_var, whiten, whiten_with_stats
 
 __all__ = [
     "AdaptiveKLController",
@@ -27,11 +27,14 @@ __all__ = [
     "kl_k3",
     "last_token_index",
     "masked_mean",
+    "masked_moments",
     "masked_sum",
     "masked_var",
+    "moments_mean_var",
     "ppo_per_token_loss",
     "ppo_policy_loss",
     "process_advantages",
     "rlhf_token_rewards",
     "whiten",
+    "whiten_with_stats",
 ]

@@ -55,15 +55,79 @@ def whiten(x: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True, eps: fl
     """Whiten over the valid elements: ``x̂ = (x − μ) / sqrt(σ² + eps)`` (``+ μ`` back when not ``shift_mean``).
 
     ``μ`` and ``σ²`` are the masked mean and unbiased variance over all valid elements of the batch. Padding
-    positions are set to 0.
+    positions are set to 0. For a batch split over processes, whiten with the global statistics instead:
+    :func:`masked_moments` → all-reduce (sum) → :func:`moments_mean_var` → :func:`whiten_with_stats`.
 
     Example:
         >>> whiten(torch.tensor([[1.0, 3.0, 7.0]]), torch.tensor([[1, 1, 0]]))
         tensor([[-0.7071,  0.7071,  0.0000]])
     """
-    mean = masked_mean(x, mask)
-    var = masked_var(x, mask, unbiased=True)
+    return whiten_with_stats(x, mask, masked_mean(x, mask), masked_var(x, mask, unbiased=True), shift_mean, eps)
+
+
+def whiten_with_stats(
+    x: torch.Tensor,
+    mask: torch.Tensor,
+    mean: torch.Tensor | float,
+    var: torch.Tensor | float,
+    shift_mean: bool = True,
+    eps: float = 1e-8,
+) -> torch.Tensor:
+    """Whiten the valid elements with a given mean and variance: ``x̂ = (x − μ) / sqrt(σ² + eps)``.
+
+    ``+ μ`` is added back when not ``shift_mean``; padding positions are set to 0. ``μ`` and ``σ²`` are cast to
+    ``x.dtype``. Use it with statistics of a larger batch than ``x`` (e.g. all processes' batches, from
+    :func:`moments_mean_var`); :func:`whiten` is this function with the statistics of ``x`` itself.
+
+    Example:
+        >>> whiten_with_stats(torch.tensor([[1.0, 3.0, 7.0]]), torch.tensor([[1, 1, 0]]), mean=2.0, var=4.0)
+        tensor([[-0.5000,  0.5000,  0.0000]])
+    """
+    mean = torch.as_tensor(mean, dtype=x.dtype, device=x.device)
+    var = torch.as_tensor(var, dtype=x.dtype, device=x.device)
     out = (x - mean) * torch.rsqrt(var + eps)
     if not shift_mean:
         out = out + mean
     return torch.where(mask.bool().expand_as(x), out, torch.zeros_like(out))
+
+
+def masked_moments(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Sufficient statistics of the masked elements of ``x``, in float64: ``[n, S₁, S₂]`` with::
+
+        n = Σ m        S₁ = Σ m·x        S₂ = Σ m·x²
+
+    Moments of disjoint parts add up, so the moments of a batch split over processes are the sum of the
+    processes' moments (one all-reduce with SUM); :func:`moments_mean_var` turns them into a mean and a variance.
+    Padding values (even NaN/inf) are ignored.
+
+    Example:
+        >>> masked_moments(torch.tensor([[1.0, 3.0, 9.0]]), torch.tensor([[1, 1, 0]]))
+        tensor([ 2.,  4., 10.], dtype=torch.float64)
+    """
+    x64 = x.detach().to(torch.float64)
+    m = mask.to(torch.float64).expand_as(x64)
+    return torch.stack([m.sum(), masked_sum(x64, m), masked_sum(x64 * x64, m)])
+
+
+def moments_mean_var(moments: torch.Tensor, unbiased: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and variance from :func:`masked_moments` ``[n, S₁, S₂]`` (summed over any number of parts)::
+
+        μ  = S₁ / n
+        σ² = (S₂ − n·μ²) / (n − 1)          (/ n when not ``unbiased``), clamped at ≥ 0
+
+    As :func:`masked_mean` / :func:`masked_var`: ``μ = 0`` when ``n = 0``; ``σ² = 0`` when ``n < 2`` (unbiased) or
+    ``n = 0``. Computed in the dtype of ``moments`` (float64 from :func:`masked_moments`). A variance within the
+    rounding error of the one-pass formula, ``σ² ≤ 1e-12 · S₂/n`` (values equal to ~6 significant digits), is 0, so
+    that constant values give exactly 0, as with :func:`masked_var`.
+
+    Example:
+        >>> mean, var = moments_mean_var(torch.tensor([2.0, 4.0, 10.0], dtype=torch.float64))
+        >>> mean.item(), var.item()
+        (2.0, 2.0)
+    """
+    n, s1, s2 = moments.unbind(-1)
+    mean = s1 / n.clamp(min=1.0)
+    denom = n - 1 if unbiased else n
+    var = (s2 - n * mean * mean) / denom.clamp(min=1.0)
+    negligible = var <= 1e-12 * s2 / n.clamp(min=1.0)
+    return mean, torch.where((denom > 0) & ~negligible, var, torch.zeros_like(var))

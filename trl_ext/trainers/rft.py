@@ -9,7 +9,8 @@ group-relative advantage with a learned critic:
 2. **Targets**: the rollout log-probs ``logp_old`` and the values ``V_old`` of a
    :class:`~trl_ext.models.value_head.ValueHead` on the last hidden state give per-token rewards
    (:func:`trl_ext.core.rlhf_token_rewards`: score on the last real token, ``−β·(logp_old − logp_ref)`` on every
-   token), then advantages and returns (:func:`trl_ext.core.gae`), the advantages :func:`trl_ext.core.whiten`-ed.
+   token), then advantages and returns (:func:`trl_ext.core.gae`), the advantages :func:`trl_ext.core.whiten`-ed with
+   the mean and variance of the *global* batch (float64 moments all-reduced over processes).
    When a rollout is used for a single update (``num_iterations == 1``, ``steps_per_generation == 1``, the defaults)
    the policy has not moved since generation, so ``logp_old``/``V_old`` are taken from the training forward itself —
    the same numbers, no extra pass (``values_from_training_forward``); otherwise one no-grad forward right after
@@ -17,7 +18,9 @@ group-relative advantage with a learned critic:
 3. **Update** (``_compute_loss``): TRL's clipped-surrogate loss (``epsilon``, ``epsilon_high``, every ``loss_type``,
    with its ``β·KL`` loss term switched off because the KL is already in the reward) plus
    ``vf_coef ·`` :func:`trl_ext.core.clipped_value_loss` on the values of the *same* forward pass, over
-   ``num_iterations`` epochs and ``steps_per_generation`` minibatches of one rollout.
+   ``num_iterations`` epochs and ``steps_per_generation`` minibatches of one rollout. The value loss is normalised
+   like the policy loss of the ``loss_type``: by the global token count for the default ``"dapo"``, so that
+   N processes × B completions give exactly the update of 1 process × N·B (tested with 2 gloo processes).
 
 Why a forward hook: with TRL's fused LM head the policy forward returns log-probs, never hidden states. The hook on the
 module whose ``last_hidden_state`` the LM head projects (``causal_lm.base_model``) sees that tensor in every policy
@@ -30,7 +33,10 @@ checkpoint and final folder, reloads it on ``resume_from_checkpoint``, and uploa
 Logged each step (literature names): ``pg_loss``, ``pg_clipfrac``, ``approx_kl``, ``vf_loss``, ``vf_clipfrac``,
 ``value_mean``, ``returns_mean``, ``explained_variance``, ``kl`` (mean per-sequence Σ_t k1 at rollout), ``beta``,
 ``rlhf_reward`` (score − β·KL), ``advantages_std`` — and from TRL ``entropy``, ``reward``,
-``rewards/<grader>/mean``, ``completions/mean_length`` …
+``rewards/<grader>/mean``, ``completions/mean_length`` … Token statistics are token-weighted over all processes'
+tokens and per-sequence ones over all sequences, so they do not depend on how the batch is split; the adaptive KL
+controller sees the global KL, so β stays identical on every process. The value head is a submodule of the wrapped
+model, so DDP broadcasts process 0's initial head to all processes (the 2-process test builds a different head on each).
 
 Example:
     >>> from trl_ext.data import rl_dataset
@@ -61,8 +67,8 @@ from transformers import PreTrainedModel
 from trl import GRPOConfig, GRPOTrainer
 from trl.data_utils import is_conversational
 
-from ..core import AdaptiveKLController, clipped_value_loss, gae, kl_k1, masked_mean, masked_sum, masked_var
-from ..core import ppo_policy_loss, rlhf_token_rewards, whiten
+from ..core import AdaptiveKLController, clipped_value_loss, gae, kl_k1, masked_mean, masked_sum
+from ..core import masked_moments, moments_mean_var, ppo_policy_loss, rlhf_token_rewards, whiten, whiten_with_stats
 from ..hub import HubPushMixin
 from ..model_card import ModelCardMixin
 from ..models.value_head import (
@@ -93,7 +99,10 @@ from .trl_compat import (
 )
 from .vllm_sync import VLLMSyncMixin
 
-__all__ = ["RFTConfig", "RFTTrainer", "explained_variance"]
+__all__ = ["RFTConfig", "RFTTrainer", "explained_variance", "explained_variance_from_moments"]
+
+_GLOBAL_TOKEN_LOSS_TYPES = ("dapo", "cispo", "vespo")
+"""TRL loss types whose policy loss is normalised by the global token count (``num_items_in_batch``)."""
 
 RFT_STATE_NAME = "rft_state.json"
 """File in each checkpoint holding the trainer state that the Trainer does not save (the adaptive KL coefficient)."""
@@ -116,9 +125,13 @@ class RFTConfig(GRPOConfig):
     r"""Configuration of :class:`RFTTrainer`: every ``GRPOConfig`` field, plus the critic and the RLHF reward.
 
     Defaults that differ from ``GRPOConfig``: ``beta=0.05`` (the KL coefficient, used in the *reward*),
-    ``num_generations=1`` (PPO needs no groups; larger groups work too), ``loss_type="bnpo"`` (token mean over the
-    batch, as in PPO implementations). ``scale_rewards`` and ``multi_objective_aggregation`` do not apply: the
-    advantages come from GAE over the weighted sum of the reward functions.
+    ``num_generations=1`` (PPO needs no groups; larger groups work too). ``loss_type="dapo"`` (TRL's default too) is
+    the token mean over the *global* batch, as in PPO implementations: with one process and no gradient accumulation
+    it equals ``"bnpo"``, but ``"bnpo"`` normalises by each process's own token count, so with several processes whose
+    completions differ in length (DDP averages the per-process means) it weights tokens unequally; ``"dapo"`` gives
+    N processes × B completions exactly the update of 1 process × N·B. ``scale_rewards`` and
+    ``multi_objective_aggregation`` do not apply: the advantages come from GAE over the weighted sum of the reward
+    functions.
 
     Example:
         >>> from trl_ext.trainers.rft import RFTConfig
@@ -144,11 +157,16 @@ class RFTConfig(GRPOConfig):
         },
     )
     loss_type: str = field(
-        default="bnpo",
+        default="dapo",
         metadata={
-            "help": "Aggregation of TRL's per-token clipped-surrogate loss: 'bnpo' (default, token mean over the local "
-            "batch, as in PPO implementations and `trl_ext.core.ppo_policy_loss`), or any other GRPOConfig "
-            "`loss_type` ('dapo', 'grpo', 'dr_grpo', 'cispo', 'sapo', ...)."
+            "help": "Aggregation of TRL's per-token clipped-surrogate loss, and of the value loss: 'dapo' (default) is "
+            "the token mean over the global batch (all processes, all accumulation steps; as in PPO implementations "
+            "and `trl_ext.core.ppo_policy_loss`), so 2 processes x 4 completions train exactly as 1 x 8. 'bnpo' is "
+            "the token mean over each process's local batch: the same with one process and no gradient accumulation, "
+            "but with several processes DDP averages per-process means, which weights the tokens of short-completion "
+            "processes more. Any other GRPOConfig `loss_type` works ('grpo', 'dr_grpo', 'cispo', 'sapo', ...). The "
+            "value loss is a token mean normalised like the policy loss: by the global token count for 'dapo', "
+            "'cispo', 'vespo', by the local one for the others."
         },
     )
     vf_coef: float = field(
@@ -166,7 +184,10 @@ class RFTConfig(GRPOConfig):
     lam: float = field(default=0.95, metadata={"help": "λ of GAE: 1 gives Monte-Carlo returns, 0 one-step TD."})
     whiten_advantages: bool = field(
         default=True,
-        metadata={"help": "Whiten the GAE advantages over the valid tokens of the rollout batch (zero mean, unit var)."},
+        metadata={
+            "help": "Whiten the GAE advantages over the valid tokens of the global rollout batch (all processes): "
+            "zero mean, unit variance."
+        },
     )
     kl_target: float | None = field(
         default=None,
@@ -258,16 +279,34 @@ def explained_variance(values: torch.Tensor, returns: torch.Tensor, mask: torch.
 
         EV = 1 − Var(R − V) / Var(R)
 
-    1 is a perfect critic, 0 predicts no better than a constant, < 0 is worse. NaN when ``Var(R) = 0``.
+    1 is a perfect critic, 0 predicts no better than a constant, < 0 is worse. NaN when ``Var(R) = 0``. For a batch
+    split over processes use :func:`explained_variance_from_moments` on all-reduced moments.
 
     Example:
         >>> explained_variance(torch.tensor([[1.0, 2.0]]), torch.tensor([[1.0, 3.0]]), torch.ones(1, 2))
         tensor(0.7500)
     """
-    var_returns = masked_var(returns, mask)
-    if var_returns == 0:
-        return torch.full((), float("nan"), device=returns.device)
-    return 1.0 - masked_var(returns - values, mask) / var_returns
+    ev = explained_variance_from_moments(masked_moments(returns, mask), masked_moments(returns - values, mask))
+    return ev.to(returns.dtype)
+
+
+def explained_variance_from_moments(returns_moments: torch.Tensor, residual_moments: torch.Tensor) -> torch.Tensor:
+    """:func:`explained_variance` from the :func:`~trl_ext.core.masked.masked_moments` of ``R`` and of ``R − V``.
+
+    Moments add over the parts of a batch, so all-reduced (summed) moments give the EV of the global batch::
+
+        EV = 1 − Var(R − V) / Var(R)          (variances from trl_ext.core.masked.moments_mean_var; NaN if Var(R) = 0)
+
+    Example:
+        >>> from trl_ext.core.masked import masked_moments
+        >>> R, V, m = torch.tensor([1.0, 3.0]), torch.tensor([1.0, 2.0]), torch.ones(2)
+        >>> explained_variance_from_moments(masked_moments(R, m), masked_moments(R - V, m))
+        tensor(0.7500, dtype=torch.float64)
+    """
+    _, var_returns = moments_mean_var(returns_moments)
+    _, var_residual = moments_mean_var(residual_moments)
+    nan = torch.full_like(var_returns, float("nan"))
+    return torch.where(var_returns > 0, 1.0 - var_residual / torch.where(var_returns > 0, var_returns, 1.0), nan)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -519,6 +558,8 @@ class RFTTrainer(HubPushMixin, ModelCardMixin, VLLMSyncMixin, GRPOTrainer):
             scores = torch.where(has_eos, scores, scores - args.missing_eos_penalty)
         output["rft_scores"] = scores.float()
         output["value_mask"] = (mask.bool() & ~unscorable.unsqueeze(1)).to(completion_mask.dtype)
+        # Value-loss tokens of the global generation batch (all processes), like TRL's num_items_in_batch
+        output["value_items_in_batch"] = self.accelerator.gather(output["value_mask"].sum()).sum()
 
         if self._values_from_training_forward():
             # Filled in by _compute_loss from its own forward; NaN so that a premature read cannot go unnoticed
@@ -540,11 +581,24 @@ class RFTTrainer(HubPushMixin, ModelCardMixin, VLLMSyncMixin, GRPOTrainer):
             grpo_replace_logged_advantages(self, self.accelerator.gather(first).tolist())
         return output
 
+    def _whiten_global(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """:func:`~trl_ext.core.whiten` with the mean and variance of the global batch (all processes' valid tokens).
+
+        One process: ``whiten(x, mask)`` itself. Several: the float64 moments ``[n, Σx, Σx²]`` of each process are
+        summed by one all-reduce, so every process whitens with the same statistics as one process holding the
+        whole batch would.
+        """
+        if self.accelerator.num_processes == 1:
+            return whiten(x, mask)
+        mean, var = moments_mean_var(self.accelerator.reduce(masked_moments(x, mask), reduction="sum"))
+        return whiten_with_stats(x, mask, mean, var)
+
     def _set_rl_targets(self, batch: dict[str, Any], logps: torch.Tensor, old_values: torch.Tensor) -> None:
         """Per-token rewards → GAE → whitening; writes ``advantages``, ``old_values``, ``returns`` into ``batch``.
 
         ``logps`` / ``old_values``: ``(B, T)`` rollout log-probs and values of ``batch``'s completions (detached).
-        Also logs the rollout metrics and updates the adaptive KL coefficient.
+        Whitening and the logged statistics are over the global batch (all processes). Also logs the rollout metrics
+        and updates the adaptive KL coefficient (with the global KL, so β stays equal on all processes).
         """
         args = self.args
         mode = "train" if self.model.training else "eval"
@@ -558,31 +612,39 @@ class RFTTrainer(HubPushMixin, ModelCardMixin, VLLMSyncMixin, GRPOTrainer):
         token_rewards, kl_penalty = rlhf_token_rewards(scores, logps, ref_logps, valid, beta)
         advantages, returns = gae(token_rewards, old_values, valid, gamma=args.gamma, lam=args.lam)
         if args.whiten_advantages:
-            advantages = whiten(advantages, valid)
+            advantages = self._whiten_global(advantages, valid)
         batch["advantages"] = torch.where(valid, advantages, torch.zeros_like(advantages))
         batch["old_values"] = old_values
         batch["returns"] = returns
 
-        # Metrics (averaged over processes)
+        # Metrics over the global batch: float64 moments [n, Σx, Σx²] summed over processes (token-weighted)
         seq_kl = masked_sum(kl_k1(logps, ref_logps), valid, dim=1)
-        stats = torch.stack(
+        rows = torch.ones_like(seq_kl)
+        moments = torch.stack(
             [
-                seq_kl.mean(),
-                (scores + masked_sum(kl_penalty, valid, dim=1)).mean(),
-                masked_mean(old_values, valid),
-                masked_mean(returns, valid),
-                explained_variance(old_values, returns, valid),
-                masked_var(batch["advantages"], valid).sqrt(),
+                masked_moments(seq_kl, rows),
+                masked_moments(scores + masked_sum(kl_penalty, valid, dim=1), rows),
+                masked_moments(old_values, valid),
+                masked_moments(returns, valid),
+                masked_moments(returns - old_values, valid),
+                masked_moments(batch["advantages"], valid),
             ]
         )
-        stats = self.accelerator.gather(stats.unsqueeze(0)).nanmean(dim=0).tolist()
-        for name, value in zip(
-            ("kl", "rlhf_reward", "value_mean", "returns_mean", "explained_variance", "advantages_std"), stats
-        ):
+        moments = self.accelerator.reduce(moments, reduction="sum")
+        means, variances = moments_mean_var(moments)
+        stats = {
+            "kl": means[0].item(),
+            "rlhf_reward": means[1].item(),
+            "value_mean": means[2].item(),
+            "returns_mean": means[3].item(),
+            "explained_variance": explained_variance_from_moments(moments[3], moments[4]).item(),
+            "advantages_std": variances[5].sqrt().item(),
+        }
+        for name, value in stats.items():
             self._metrics[mode][name].append(value)
         self._metrics[mode]["beta"].append(float(beta))
         if self.kl_ctl is not None and mode == "train":
-            self.kl_ctl.update(stats[0], n_steps=valid.size(0) * self.accelerator.num_processes)
+            self.kl_ctl.update(stats["kl"], n_steps=valid.size(0) * self.accelerator.num_processes)
 
     # ---- update --------------------------------------------------------------------------------------------------
 
@@ -618,8 +680,7 @@ class RFTTrainer(HubPushMixin, ModelCardMixin, VLLMSyncMixin, GRPOTrainer):
         vf_loss, vf_clipfrac = clipped_value_loss(
             values, inputs["old_values"], inputs["returns"], inputs["value_mask"], self.args.cliprange_value
         )
-        normalizer = self.current_gradient_accumulation_steps if mode == "train" else 1.0
-        loss = policy_loss + self.args.vf_coef * vf_loss / normalizer
+        loss = policy_loss + self.args.vf_coef * vf_loss / self._value_loss_normalizer(inputs, mode)
 
         logps = tapped[0][0].detach()
         old_logps = inputs.get("old_per_token_logps")
@@ -627,20 +688,39 @@ class RFTTrainer(HubPushMixin, ModelCardMixin, VLLMSyncMixin, GRPOTrainer):
         pg_loss, pg_stats = ppo_policy_loss(
             logps, old_logps, inputs["advantages"], mask, self.epsilon_low, self.epsilon_high
         )
-        stats = torch.stack(
-            [
-                pg_loss.detach(),
-                vf_loss.detach(),
-                vf_clipfrac,
-                pg_stats["pg_clipfrac"],
-                pg_stats["approx_kl"],
-                masked_mean(values.detach(), inputs["value_mask"]),
-            ]
-        ).float()
-        stats = self.accelerator.gather(stats.unsqueeze(0)).mean(dim=0).tolist()
-        for name, value in zip(("pg_loss", "vf_loss", "vf_clipfrac", "pg_clipfrac", "approx_kl", "value_pred_mean"), stats):
+        # Logged: token means over the global batch. Each local token mean times its token count (exact in float64)
+        # gives the local sum; the sums and counts are added over processes.
+        n_pg, n_vf = mask.sum().double(), inputs["value_mask"].sum().double()
+        pg_means = torch.stack([pg_loss.detach(), pg_stats["pg_clipfrac"], pg_stats["approx_kl"]]).double()
+        vf_means = torch.stack(
+            [vf_loss.detach(), vf_clipfrac, masked_mean(values.detach(), inputs["value_mask"])]
+        ).double()
+        sums = self.accelerator.reduce(torch.cat([pg_means * n_pg, n_pg[None], vf_means * n_vf, n_vf[None]]), "sum")
+        pg_global = (sums[0:3] / sums[3].clamp(min=1.0)).tolist()
+        vf_global = (sums[4:7] / sums[7].clamp(min=1.0)).tolist()
+        names = ("pg_loss", "pg_clipfrac", "approx_kl", "vf_loss", "vf_clipfrac", "value_pred_mean")
+        for name, value in zip(names, pg_global + vf_global):
             self._metrics[mode][name].append(value)
         return loss
+
+    def _value_loss_normalizer(self, inputs: dict[str, Any], mode: str) -> Any:
+        """Divisor of the local token-mean value loss, so that it is normalised like TRL's policy loss.
+
+        TRL's ``dapo``/``cispo``/``vespo`` divide the local token sum by ``num_items_in_batch / P · GA /
+        steps_per_generation`` (``P`` processes, ``GA`` accumulation steps): after DDP averages the gradients over
+        processes, a token mean over the global accumulated batch. The value loss does the same with the global count
+        of its own tokens (``value_items_in_batch``): ``vf_loss · n_local / normalizer = Σ_local / normalizer``. The
+        other loss types normalise per process (``bnpo``: local token mean), so the value loss stays the local token
+        mean divided by ``GA`` (exactly as before). With one process and ``GA == steps_per_generation == 1`` both
+        give ``1``.
+        """
+        accumulation = self.current_gradient_accumulation_steps if mode == "train" else 1.0
+        if self.loss_type not in _GLOBAL_TOKEN_LOSS_TYPES:
+            return accumulation
+        normalizer = inputs["value_items_in_batch"].clamp(min=1.0) / self.accelerator.num_processes
+        if mode == "train":  # value_items_in_batch spans the generation batch: rescale to one accumulation window
+            normalizer = normalizer * self.current_gradient_accumulation_steps / self.args.steps_per_generation
+        return normalizer / inputs["value_mask"].sum().clamp(min=1)
 
     # ---- optimizer -----------------------------------------------------------------------------------------------
 
