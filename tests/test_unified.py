@@ -2,7 +2,10 @@
 accumulation across kinds, reference handling (none / separate / PEFT adapters disabled), QLoRA, bad input."""
 
 import math
+import os
+import textwrap
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -262,9 +265,10 @@ def test_mixed_batch_one_forward_and_per_kind_terms(tiny_model_path, tmp_path, t
 
 
 def test_gradient_accumulation_normalised_across_kinds(tiny_model_path, tmp_path):
-    """One optimizer step on the same 4 mixed rows: batch 4 × GA 1 and batch 2 × GA 2 give the same update."""
+    """One optimizer step on the same 4 mixed rows: batch 4 × GA 1 and batch 2 × GA 2 give the same update, and the
+    same logged metrics (pooled over the step, not averaged over micro-batches)."""
     data = [_demos(2), _pairs(1), _graded().select([0])]
-    params = {}
+    params, logs = {}, {}
     for bs, ga in [(4, 1), (2, 2), (1, 4)]:
         args = UnifiedLikelihoodConfig(
             loss_type=["sft", "sigmoid", "rft"],
@@ -275,11 +279,18 @@ def test_gradient_accumulation_normalised_across_kinds(tiny_model_path, tmp_path
         before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
         trainer.train()
         params[(bs, ga)] = {n: p.detach() - before[n] for n, p in trainer.model.named_parameters()}
+        logs[(bs, ga)] = trainer.state.log_history[0]
     ref = params[(4, 1)]
     assert max(d.abs().max().item() for d in ref.values()) > 1e-3
     for key in [(2, 2), (1, 4)]:
         for n in ref:
             torch.testing.assert_close(params[key][n], ref[n], atol=2e-6, rtol=1e-4)
+        # every term / kind metric is the step's value (1 × 4: each micro-batch holds one row of one kind)
+        for metric, value in logs[(4, 1)].items():
+            got = logs[key][metric] * (key[1] if metric.startswith("rows/") else 1)  # rows per micro-batch
+            assert got == pytest.approx(value, abs=1e-5), (key, metric)
+    first = logs[(4, 1)]
+    assert first["loss"] == pytest.approx(first["loss/sft"] + first["loss/sigmoid"] + first["loss/rft"], abs=1e-5)
 
 
 # ---- references ------------------------------------------------------------------------------------------------
@@ -467,3 +478,211 @@ def test_example_script_runs_end_to_end(tiny_model_path, tmp_path):
         assert 0.0 <= saved[stage]["preference_accuracy"] <= 1.0 and "answer_accuracy" in saved[stage]
     assert results["heldout_implicit_reward_accuracy"] is not None
     assert (out / "unified_curves.png").is_file() and (out / "README.md").is_file()
+
+
+# ---- data parallelism: 2 processes (gloo) == 1 process over the same global batch --------------------------------
+
+#: The global batch of the data-parallel test, in sampler order: 3 demonstrations, 3 pairs, 2 graded rows, of different
+#: lengths, so that every split (4 + 4 rows, or 2 + 2 rows × 2 micro-batches) gives the ranks different numbers of
+#: tokens and different kinds (a micro-batch may even hold no pair at all).
+DP_ROWS = [
+    {"prompt": "Explain why 12 is even.",
+     "completion": " Twelve is divisible by two because 12 = 2 * 6, so it leaves no remainder: 12 is even."},
+    {"prompt": "What is 2 + 2?", "completion": " 4"},
+    {"prompt": "Add 5 and 1.", "chosen": " The sum is 6.", "rejected": " 7"},
+    {"prompt": "Compute 3 times 3.", "completion": " It is 9, since three threes make nine.", "label": True},
+    {"prompt": "What is 10 - 4?", "chosen": " 6", "rejected": " Ten minus four is five, I believe."},
+    {"prompt": "Halve 8.", "chosen": " Half of eight is four.", "rejected": " 3"},
+    {"prompt": "1 + 9 =", "completion": " 10", "reward": 0.8},
+    {"prompt": "Name a prime number above 10.", "completion": " 11 is prime."},
+]
+
+#: Configurations of the data-parallel test: a live reference model, and reference log-probs precomputed into the
+#: dataset (in batches of 3, so that the precompute's shards are uneven over 2 processes).
+DP_CONFIGS = {
+    "live_reference": dict(loss_type=["sigmoid", "sft", "rft"], loss_weights=[1.0, 0.5, 0.25]),
+    "precomputed_reference": dict(loss_type=["sigmoid", "sft", "rwr"], loss_weights=[1.0, 0.5, 0.25],
+                                  sft_on_chosen=True, precompute_ref_log_probs=True, precompute_ref_batch_size=3),
+}
+
+
+def _dp_dataset():
+    kinds = {"demonstration": ("prompt", "completion"), "preference": ("prompt", "chosen", "rejected"),
+             "graded": ("prompt", "completion", "reward", "label")}
+    parts = [Dataset.from_list([{c: row.get(c) for c in cols} for row in DP_ROWS if infer_row_kind(row) == kind])
+             for kind, cols in kinds.items()]
+    mixed = mix_datasets(parts)
+    order = {row["prompt"]: i for i, row in enumerate(mixed)}
+    return mixed.select([order[row["prompt"]] for row in DP_ROWS])  # back to the order of DP_ROWS
+
+
+def _dp_args(out_dir, per_device, grad_accum, **kw):
+    """One SGD step with lr 1 (the update is the gradient: Adam's first step would hide a wrong loss scale), no
+    clipping, sequential sampling (both runs see DP_ROWS in order), on CPU (without `use_cpu`, accelerate runs each
+    torchrun process on its own as a 1-process job)."""
+    base = _args(Path(out_dir), per_device_train_batch_size=per_device, gradient_accumulation_steps=grad_accum,
+                 optim="sgd", learning_rate=1.0, lr_scheduler_type="constant", max_grad_norm=1e9, beta=0.5,
+                 max_length=64, disable_tqdm=True, train_sampling_strategy="sequential", use_cpu=True, **kw)
+    return UnifiedLikelihoodConfig(**base)
+
+
+DP_WORKER = textwrap.dedent(
+    '''
+    import json, os, sys
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    sys.path.insert(0, TESTS_DIR)
+    import torch
+    from test_unified import DP_CONFIGS, _dp_args, _dp_dataset
+    from trl_ext.trainers.unified import UnifiedLikelihoodTrainer
+
+    model_path, out_dir, per_device, grad_accum = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+    for name, kw in DP_CONFIGS.items():
+        run_dir = os.path.join(out_dir, name)
+        os.makedirs(run_dir, exist_ok=True)
+        trainer = UnifiedLikelihoodTrainer(model_path, args=_dp_args(run_dir, per_device, grad_accum, **kw),
+                                           train_dataset=_dp_dataset())
+        row_of = {tuple(r["prompt_ids"]): i for i, r in enumerate(trainer.train_dataset)}
+        cached = {k: list(trainer.train_dataset[k]) for k in ("ref_chosen_logps", "ref_rejected_logps")
+                  if k in trainer.train_dataset.column_names}
+        collate = trainer.data_collator
+
+        def collate_with_row_ids(examples):
+            batch = collate(examples)
+            batch["row_ids"] = torch.tensor([row_of[tuple(e["prompt_ids"])] for e in examples])
+            return batch
+
+        trainer.data_collator = collate_with_row_ids
+        micro_batches = []
+        compute_loss = trainer.compute_loss
+
+        def spy(model, inputs, return_outputs=False, num_items_in_batch=None):
+            rows = inputs["row_ids"].tolist()
+            pairs = [rows[i] for i in inputs["pair_rows"].tolist()]
+            if "ref_chosen_logps" in inputs:
+                ref = torch.stack([inputs["ref_chosen_logps"], inputs["ref_rejected_logps"]], 1)
+            elif pairs:
+                ref = torch.stack(trainer._pair_reference_logps(inputs).float().chunk(2), 1)
+            else:
+                ref = torch.zeros(0, 2)
+            loss = compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            micro_batches.append({"rows": rows, "tokens": int(inputs["completion_mask"].sum()),
+                                  "ref": {str(r): v for r, v in zip(pairs, ref.tolist())}})
+            return loss
+
+        trainer.compute_loss = spy
+        # policy != reference, so that the DPO margins are not 0 (same perturbation on every rank and run)
+        torch.manual_seed(1)
+        with torch.no_grad():
+            for p in trainer.model.parameters():
+                p.add_(0.05 * torch.randn_like(p))
+        before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
+        trainer.train()
+        delta = {n: (p.detach() - before[n]).cpu() for n, p in trainer.model.named_parameters()}
+        rank = trainer.accelerator.process_index
+        if rank == 0:
+            torch.save(delta, os.path.join(run_dir, "delta.pt"))
+        with open(os.path.join(run_dir, f"rank{rank}.json"), "w") as f:
+            json.dump({"world": trainer.accelerator.num_processes, "micro_batches": micro_batches, "cached": cached,
+                       "logs": trainer.state.log_history[0],
+                       "delta_fingerprint": {n: [d.sum().item(), d.abs().sum().item()] for n, d in delta.items()}}, f)
+    '''
+)
+
+
+def _dp_launch(worker, model_path, out_dir, world, per_device, grad_accum):
+    import socket
+    import subprocess
+    import sys
+
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    if world == 1:
+        cmd = [sys.executable, worker]
+    else:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = str(sock.getsockname()[1])
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(world), "--master_port", port,
+               worker]
+    subprocess.run(cmd + [model_path, str(out_dir), str(per_device), str(grad_accum)], check=True, env=env,
+                   timeout=900)
+
+
+def _dp_load(run_dir, world):
+    import json
+
+    ranks = []
+    for rank in range(world):
+        with open(os.path.join(run_dir, f"rank{rank}.json")) as f:
+            ranks.append(json.load(f))
+        assert ranks[-1]["world"] == world
+    return ranks, torch.load(os.path.join(run_dir, "delta.pt"))
+
+
+@pytest.mark.slow
+def test_two_process_gloo_run_equals_one_process_run(tiny_model_path, tmp_path):
+    """One optimizer step on the same 8 mixed rows: 1 process × 8 rows, 2 processes × 4 rows, and 2 processes ×
+    2 rows × 2 accumulation steps give the same loss, per-term metrics, reference log-probs per row and parameters.
+
+    The ranks hold different kinds and numbers of tokens, so per-rank normalisers (or a wrong DDP/accumulation scale)
+    would change the loss, the metrics and the update."""
+    worker = str(tmp_path / "worker.py")
+    with open(worker, "w") as f:
+        f.write(DP_WORKER.replace("TESTS_DIR", repr(os.path.dirname(os.path.abspath(__file__)))))
+    runs = {(1, 8, 1): tmp_path / "one", (2, 4, 1): tmp_path / "two", (2, 2, 2): tmp_path / "two_ga"}
+    for (world, per_device, grad_accum), out_dir in runs.items():
+        out_dir.mkdir()
+        _dp_launch(worker, tiny_model_path, out_dir, world, per_device, grad_accum)
+
+    expected_rows = {  # rows of each rank's micro-batches: accelerate deals the sampler's batches out round-robin
+        (1, 8, 1): [[list(range(8))]],
+        (2, 4, 1): [[[0, 1, 2, 3]], [[4, 5, 6, 7]]],
+        (2, 2, 2): [[[0, 1], [4, 5]], [[2, 3], [6, 7]]],
+    }
+    live_ref = None
+    for name in DP_CONFIGS:
+        one, one_delta = _dp_load(runs[(1, 8, 1)] / name, 1)
+        assert max(d.abs().max().item() for d in one_delta.values()) > 1e-2  # a real update
+        one_ref = one[0]["micro_batches"][0]["ref"]
+        assert sorted(map(int, one_ref)) == [2, 4, 5]  # the pairs
+        for col, values in one[0]["cached"].items():  # precomputed: a value for each pair row, 0 for the others
+            assert [i for i, v in enumerate(values) if v != 0.0] == [2, 4, 5], col
+        if live_ref is None:
+            live_ref = one_ref
+        for key in [(2, 4, 1), (2, 2, 2)]:
+            world, _, grad_accum = key
+            ranks, delta = _dp_load(runs[key] / name, world)
+            seen = [[mb["rows"] for mb in rank["micro_batches"]] for rank in ranks]
+            assert seen == expected_rows[key], (name, key, seen)
+            # the split really is uneven: the ranks hold different numbers of completion tokens and of pairs (with
+            # accumulation, rank 0's first micro-batch has no pair while rank 1's has one)
+            tokens = [sum(mb["tokens"] for mb in rank["micro_batches"]) for rank in ranks]
+            assert tokens[0] != tokens[1], tokens
+            n_pairs = [[len(mb["ref"]) for mb in rank["micro_batches"]] for rank in ranks]
+            assert n_pairs[0] != n_pairs[1], n_pairs
+            # reference log-probs: each rank uses those of its own rows, equal to the 1-process run's (and, when
+            # precomputed, to the live reference model's)
+            for rank in ranks:
+                for mb in rank["micro_batches"]:
+                    for row, value in mb["ref"].items():
+                        assert value == pytest.approx(one_ref[row], abs=1e-5), (name, key, row)
+                        assert value == pytest.approx(live_ref[row], abs=1e-5), (name, key, row)
+                if rank["cached"]:  # the precomputed columns: the same on every rank and in the 1-process run
+                    for col, values in rank["cached"].items():
+                        assert values == pytest.approx(one[0]["cached"][col], abs=1e-5), (name, key, col)
+            # logged step: the loss, every per-term / per-kind metric and the gradient norm
+            logs_one = one[0]["logs"]
+            for rank in ranks:
+                logs = rank["logs"]
+                assert logs.keys() == logs_one.keys()
+                for metric, value in logs_one.items():
+                    got = logs[metric]
+                    if metric.startswith("rows/"):  # rows per micro-batch of one process
+                        got = got * world * grad_accum
+                    # abs 1e-5; rel 1e-7 (≈ 1 float32 ulp) only matters for the summed log-probs (|logps/*| ≈ 100)
+                    assert got == pytest.approx(value, abs=1e-5, rel=1e-7), (name, key, metric, got, value)
+            # the update: identical on both ranks, equal to the 1-process update
+            assert ranks[0]["delta_fingerprint"] == ranks[1]["delta_fingerprint"]
+            for param, d in one_delta.items():
+                torch.testing.assert_close(delta[param], d, atol=1e-5, rtol=0.0,
+                                           msg=lambda m: f"{name} {key} {param}: {m}")
+        assert {"loss/sigmoid", "loss/sft", "rewards/margins", "logps/graded"} <= logs_one.keys()

@@ -285,3 +285,36 @@ def vllm_colocate_engine_unquantized() -> Iterator[None]:
         yield
     finally:
         vllm_generation.LLM = original
+
+
+# ---- UnifiedLikelihoodTrainer, data parallelism (trl_ext/trainers/unified.py) — DPOTrainer / datasets, TRL 1.16 --
+
+
+@contextlib.contextmanager
+def dpo_ref_cache_shared_across_processes(trainer: Any, dataset: Any) -> Iterator[None]:
+    """Within the block, every process agrees on where ``DPOTrainer._precompute_ref_logps`` caches ``dataset``'s
+    reference log-probs.
+
+    TRL computes them on all processes, gathers them, writes them on the main process to
+    ``dataset._get_cache_file_path(fingerprint)`` and reads that file back on every process. For a dataset held in
+    memory (no cache files, e.g. ``Dataset.from_dict``) ``datasets`` returns a *random* name in a *per-process*
+    temporary folder, so with several processes the others open a file that was never written
+    (``FileNotFoundError``). Here such a dataset's path is ``cache-<fingerprint>.arrow`` in the main process's
+    temporary folder on every process (one node, or a shared ``/tmp``). One process, or a disk-backed dataset: no-op.
+    """
+    import os
+
+    from accelerate.utils import broadcast_object_list
+    from datasets import is_caching_enabled
+    from datasets.fingerprint import get_temporary_cache_files_directory
+
+    if trainer.accelerator.num_processes == 1 or (is_caching_enabled() and getattr(dataset, "cache_files", None)):
+        yield
+        return
+    folder = [get_temporary_cache_files_directory()]
+    broadcast_object_list(folder, from_process=0)
+    dataset._get_cache_file_path = lambda fingerprint: os.path.join(folder[0], f"cache-{fingerprint}.arrow")
+    try:
+        yield
+    finally:
+        del dataset._get_cache_file_path  # back to the class method

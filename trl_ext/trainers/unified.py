@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 import textwrap
 import warnings
-from collections import Counter
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -53,6 +53,7 @@ from .trl_compat import (
     common_prefix_len,
     dpo_count_train_tokens,
     dpo_metrics,
+    dpo_ref_cache_shared_across_processes,
     dpo_reference_context,
     tokenize_example,
 )
@@ -360,6 +361,8 @@ class UnifiedLikelihoodTrainer(HubPushMixin, ModelCardMixin, DPOTrainer):
             args.precompute_ref_log_probs = user_precompute
             self._defer_precompute = False
         self.precompute_ref_logps = user_precompute and self._needs_reference
+        # mode → optimizer step → metric → [Σ numerator, Σ denominator] over micro-batches and processes (`log`)
+        self._unified_step_sums: defaultdict[str, dict[int, dict[str, list[float]]]] = defaultdict(dict)
         if data_collator is None:
             self.data_collator = DataCollatorForUnifiedLikelihood(
                 pad_token_id=self._tokenizer.pad_token_id,
@@ -505,9 +508,12 @@ class UnifiedLikelihoodTrainer(HubPushMixin, ModelCardMixin, DPOTrainer):
     # ---- reference -----------------------------------------------------------------------------------------------
 
     def _precompute_ref_logps(self, dataset, name, batch_size):
+        """DPOTrainer's precompute (each process computes its shard of the rows, the values are gathered and cached
+        in the dataset), with a cache file that every process finds also for in-memory datasets."""
         if self._defer_precompute or not self._needs_reference:
             return dataset
-        return super()._precompute_ref_logps(dataset, name, batch_size)
+        with dpo_ref_cache_shared_across_processes(self, dataset):
+            return super()._precompute_ref_logps(dataset, name, batch_size)
 
     def _pair_reference_logps(self, inputs: dict[str, Any]) -> torch.Tensor:
         """Reference sequence log-probs of the ``2P`` pair sequences (chosen then rejected) of a collated batch,
@@ -681,8 +687,9 @@ class UnifiedLikelihoodTrainer(HubPushMixin, ModelCardMixin, DPOTrainer):
         for kind in ("chosen", "rejected", "demonstration", "graded"):
             items[f"logps/{kind}"] = (S[kind].detach().sum(), one(S[kind].numel()))
         items["nll/demonstration"] = (-S["demonstration"].detach().sum(), N["demonstration"].sum())
-        if pair_rewards is not None:
-            rw, rl = pair_rewards
+        if any(t in PAIR_LOSS_TYPES for t in self.loss_types):
+            # every process reduces the same keys, also when its micro-batch holds no pair (0 / 0, skipped)
+            rw, rl = pair_rewards if pair_rewards is not None else (S["chosen"][:0].detach(),) * 2
             n = one(rw.numel())
             items["rewards/chosen"] = (rw.sum(), n)
             items["rewards/rejected"] = (rl.sum(), n)
@@ -693,8 +700,30 @@ class UnifiedLikelihoodTrainer(HubPushMixin, ModelCardMixin, DPOTrainer):
         keys = list(items)
         values = torch.stack([torch.stack([items[k][0].float(), items[k][1].float()]) for k in keys])
         values = self.accelerator.reduce(values, reduction="sum") if self.accelerator.num_processes > 1 else values
+        # (numerator, denominator) summed over the micro-batches of this optimizer step: `log` reports their ratio
+        step_sums = self._unified_step_sums[mode].setdefault(self.state.global_step, {})
         for key, (num, den) in zip(keys, values.tolist(), strict=True):
+            acc = step_sums.setdefault(key, [0.0, 0.0])
+            acc[0] += num
+            acc[1] += den
             if den > 0:
-                metrics[key].append(num / den)
+                metrics[key].append(num / den)  # this micro-batch's value; `log` replaces the list by the step's
         if mode == "train":
             metrics["num_tokens"] = [dpo_count_train_tokens(self, inputs["attention_mask"])]
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        """As :meth:`trl.DPOTrainer.log`, except that every ``loss/*``, ``logps/*``, ``nll/*``, ``rewards/*`` and
+        ``rows/*`` metric is pooled over the whole optimizer step — ``Σ numerator / Σ denominator`` over all its
+        micro-batches and processes, then averaged over the steps since the last log — instead of averaging
+        per-micro-batch ratios. ``loss/<type>`` is thus exactly the term ``L_k`` of the step's loss, and the metrics do
+        not depend on how the step is split into processes × micro-batches."""
+        mode = "train" if self.model.training else "eval"
+        metrics = dpo_metrics(self, mode)
+        per_step: dict[str, list[float]] = {}
+        for step_sums in self._unified_step_sums.pop(mode, {}).values():
+            for key, (num, den) in step_sums.items():
+                if den > 0:
+                    per_step.setdefault(key, []).append(num / den)
+        for key, values in per_step.items():
+            metrics[key] = [sum(values) / len(values)]
+        super().log(logs, start_time)
