@@ -15,7 +15,7 @@ Usage (TRL script conventions; every ProcessGRPOConfig / GRPOConfig / ModelConfi
     python examples/process_grpo.py --use_peft --load_in_4bit --learning_rate 1e-4         # QLoRA (CPU works)
     python examples/process_grpo.py --config my_config.yaml
     python examples/process_grpo.py --outcome_only true    # baseline: stock GRPOTrainer, answer grader only
-    accelerate launch --config_file <multi-process config> examples/process_grpo.py
+    accelerate launch --config_file examples/accelerate_configs/cpu_2proc.yaml examples/process_grpo.py
 """
 
 from __future__ import annotations

@@ -8,7 +8,8 @@ With no arguments this trains the embedded default model (SmolLM2-135M-Instruct,
 
     accelerate launch examples/rft.py                       # one process (default accelerate config)
     python examples/rft.py --config my_rft.yaml             # TRL-style YAML config (any field below)
-    accelerate launch --config_file two_cpus.yaml examples/rft.py   # 2 CPU processes (gloo), see README
+    accelerate launch --config_file examples/accelerate_configs/cpu_2proc.yaml examples/rft.py   # 2 CPU processes (gloo)
+    accelerate launch --config_file examples/accelerate_configs/multi_gpu.yaml examples/rft.py   # DDP on 8 GPUs
     python examples/rft.py --load_in_4bit --use_peft        # QLoRA: 4-bit base (bitsandbytes works on CPU)
     python examples/rft.py --model_name_or_path my/model --task basic_arithmetic --max_steps 200 --use_peft false
 

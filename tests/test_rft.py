@@ -716,13 +716,9 @@ def _run(cmd, timeout, env_extra=None):
 
 @pytest.mark.slow
 def test_example_accelerate_two_cpu_processes(tiny_model_path, tmp_path):
-    config = tmp_path / "accelerate.yaml"
-    # DESIGN.md §2: `--cpu --num_processes 2` silently runs one process; MULTI_GPU + use_cpu runs two (gloo)
-    config.write_text(
-        "compute_environment: LOCAL_MACHINE\ndistributed_type: MULTI_GPU\nnum_processes: 2\nnum_machines: 1\n"
-        "machine_rank: 0\nmixed_precision: 'no'\ndynamo_backend: 'NO'\nuse_cpu: true\ngpu_ids: all\n"
-        "main_training_function: main\nrdzv_backend: static\nsame_network: true\n"
-    )
+    # the shipped config (DESIGN.md §2: `--cpu --num_processes 2` silently runs one process; MULTI_GPU + use_cpu runs
+    # two, gloo)
+    config = os.path.join("examples", "accelerate_configs", "cpu_2proc.yaml")
     out = tmp_path / "out"
     result = _run(
         [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config),
