@@ -82,7 +82,8 @@ def _timed_train(trainer, warmup: int) -> dict:
     per_step = [b - a for a, b in zip([0.0] + totals[:-1], totals)]
     measured = slice(warmup, None) if len(timer.times) > warmup else slice(None)
     tokens, seconds = sum(per_step[measured]), sum(timer.times[measured])
-    return {"train_s": train_s, "step_s": timer.times[measured], "tokens_per_s": tokens / seconds if seconds else None}
+    return {"train_s": train_s, "step_s": timer.times[measured], "tokens": tokens,
+            "tokens_per_s": tokens / seconds if seconds else None}
 
 
 def _rl_trainer(run: str, cfg: dict, out: str):
@@ -180,9 +181,9 @@ def run_side(run: str, cfg: dict) -> dict:
         return _subprocess(run, cfg)
     with tempfile.TemporaryDirectory() as save_dir:
         stages = [_subprocess(stage, {**cfg, "save_dir": save_dir}) for stage in ("sft_stage", "dpo_stage")]
-    total_tokens = sum(s["tokens_per_s"] * sum(s["step_s"]) for s in stages if s["tokens_per_s"])
-    result = {"stages": stages, "step_s": stages[0]["step_s"] + stages[1]["step_s"],
-              "tokens_per_s": total_tokens / sum(sum(s["step_s"]) for s in stages)}
+    step_s = stages[0]["step_s"] + stages[1]["step_s"]
+    result = {"stages": stages, "step_s": step_s, "tokens": sum(s["tokens"] for s in stages)}
+    result["tokens_per_s"] = result["tokens"] / sum(step_s)
     for key in ("wall_s", "train_s", "init_s"):
         result[key] = sum(s[key] for s in stages)
     for key in ("peak_rss_mib", "peak_gpu_mib"):

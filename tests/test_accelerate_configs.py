@@ -103,7 +103,7 @@ def test_gpu_config_starts_the_processes_it_claims(name, tmp_path):
         if kind == "DEEPSPEED":
             pytest.importorskip("deepspeed")
         path = os.path.join(CONFIG_DIR, name)
-        expected_type = {"NO": "NO", "MULTI_GPU": "MULTI_GPU", "DEEPSPEED": "DEEPSPEED", "FSDP": "FSDP"}[kind]
+        expected_type = kind
     else:
         # CPU-only machine: the same launcher and process count, on CPU (accelerate then runs MULTI_CPU/gloo, it has
         # no CPU FSDP/DeepSpeed); the DeepSpeed launcher needs deepspeed and GPUs, so it is checked through DDP.
