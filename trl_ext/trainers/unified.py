@@ -17,6 +17,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import math
 import textwrap
 import warnings
@@ -31,21 +32,18 @@ from trl import DPOConfig, DPOTrainer
 from trl.data_utils import extract_prompt
 
 from ..core.likelihood import (
+    F_DIVERGENCE_TYPES,
     LIKELIHOOD_LOSS_TYPES,
+    LOSSES,
     NLL_NORMALIZATIONS,
     PAIR_LOSS_TYPES,
-    REFERENCE_LOSS_TYPES,
-    dpo_sigmoid_loss,
-    hinge_loss,
-    ipo_loss,
-    orpo_loss,
+    LossBatch,
+    LossParams,
+    RowKind,
+    ld_sequence_logps,
     reduce_loss,
-    rft_loss,
-    robust_loss,
-    rwr_loss,
     sequence_logps,
-    sft_loss,
-    simpo_loss,
+    wpo_sequence_weights,
 )
 from ..hub import HubPushMixin
 from ..model_card import ModelCardMixin
@@ -53,6 +51,7 @@ from .trl_compat import (
     common_prefix_len,
     dpo_count_train_tokens,
     dpo_metrics,
+    dpo_model_hash_skipped,
     dpo_ref_cache_shared_across_processes,
     dpo_reference_context,
     tokenize_example,
@@ -68,22 +67,38 @@ from .unified_collator import (
     DataCollatorForUnifiedLikelihood,
     infer_row_kind,
     mix_datasets,
+    pack_sequences,
+    unpack_shifted,
 )
 
 __all__ = ["UnifiedLikelihoodConfig", "UnifiedLikelihoodTrainer"]
 
-#: Which kind of row each loss type applies to.
-LOSS_KINDS = {"sft": "demonstration", "rwr": "graded", "rft": "graded", **{t: "preference" for t in PAIR_LOSS_TYPES}}
+#: The per-token outputs of the fused LM head that the trainer reads.
+_FUSED_FIELDS = ("log_probs", "entropy", "mean_logits", "is_top1", "log_sum_sq_probs")
+
+
+def _loss_type_help() -> str:
+    kinds = {}
+    for name, spec in LOSSES.items():
+        key = " + ".join(sorted(k.label for k in spec.kinds))
+        kinds.setdefault(key, []).append(f"`'{name}'`" + ("" if spec.needs_reference else " (reference-free)"))
+    return ("Losses to combine (weights in `loss_weights`, default 1.0 each); each applies to the rows it makes sense "
+            "for, with DPOTrainer's meaning where DPOTrainer has it. " + "; ".join(
+                f"{kind} rows: {', '.join(names)}" for kind, names in kinds.items())
+            + ". `'sft'` is the NLL of the demonstrations and of the chosen completion of every pair (one token mean "
+            "over both), as DPOTrainer's `['sigmoid', 'sft']`.")
 
 
 @dataclass
 class UnifiedLikelihoodConfig(DPOConfig):
-    """Configuration of :class:`UnifiedLikelihoodTrainer`; every :class:`trl.DPOConfig` field applies as in DPO.
+    """Configuration of :class:`UnifiedLikelihoodTrainer`; every :class:`trl.DPOConfig` field applies as in DPO
+    (``loss_type``, ``loss_weights``, ``beta``, ``label_smoothing``, ``ld_alpha``, ``f_divergence_type``,
+    ``use_weighting``, ``discopop_tau``, ``padding_free``, ``precompute_ref_log_probs``, …).
 
     The loss is ``L = Σ_k loss_weights[k] · L_k`` over ``loss_type``; each term ``L_k`` is normalised over the rows it
-    applies to only (pairs for DPO-family losses, demonstration tokens for ``sft``, graded rows for ``rwr``/``rft``),
-    over the whole gradient-accumulation step and all processes, so the proportion of kinds in a batch never changes
-    a term's scale.
+    applies to only (pairs for DPO-family losses, demonstration and chosen tokens for ``sft``, graded rows for
+    ``rwr``/``rft``), over the whole gradient-accumulation step and all processes, so the proportion of kinds in a
+    batch never changes a term's scale.
 
     Example:
         >>> from trl_ext.trainers.unified import UnifiedLikelihoodConfig
@@ -94,28 +109,15 @@ class UnifiedLikelihoodConfig(DPOConfig):
 
     loss_type: list[str] = field(
         default_factory=lambda: ["sft", "sigmoid"],
-        metadata={
-            "help": "Losses to combine, each applied to the rows it makes sense for: `'sft'` (NLL of demonstrations), "
-            "`'sigmoid'` (DPO), `'ipo'`, `'hinge'`, `'robust'` (preference pairs, need a reference), `'simpo'`, "
-            "`'orpo'` (preference pairs, reference-free), `'rwr'` (reward-weighted NLL of graded samples, "
-            "w = exp(reward / rwr_temperature)), `'rft'` (NLL of graded samples with label True). Combined with "
-            "`loss_weights` (default 1.0 each)."
-        },
+        metadata={"help": _loss_type_help()},
     )
     nll_normalization: str = field(
         default="token",
         metadata={
             "help": "Normalisation of the NLL losses (`sft`, `rwr`, `rft`): `'token'` divides the summed NLL by the "
-            "number of completion tokens (SFTTrainer's completion-only loss), `'sequence'` averages the per-sequence "
-            "token means.",
+            "number of completion tokens (SFTTrainer's completion-only loss, DPOTrainer's `sft`), `'sequence'` "
+            "averages the per-sequence token means.",
             "choices": list(NLL_NORMALIZATIONS),
-        },
-    )
-    sft_on_chosen: bool = field(
-        default=False,
-        metadata={
-            "help": "Also apply the `sft` loss to the chosen completion of every preference pair (what TRL's DPO "
-            "`loss_type=['sigmoid', 'sft']` does). Default False: `sft` applies to demonstrations only."
         },
     )
     simpo_beta: float = field(
@@ -143,38 +145,72 @@ class UnifiedLikelihoodConfig(DPOConfig):
     def __post_init__(self):
         if isinstance(self.loss_type, str):
             self.loss_type = [self.loss_type]
+        where = "UnifiedLikelihoodConfig"
         unknown = [t for t in self.loss_type if t not in LIKELIHOOD_LOSS_TYPES]
         if unknown:
             raise ValueError(
-                f"UnifiedLikelihoodConfig.loss_type: unknown loss type(s) {unknown}; choose from "
-                f"{list(LIKELIHOOD_LOSS_TYPES)}"
+                f"{where}.loss_type: unknown loss type(s) {unknown}; choose from {list(LIKELIHOOD_LOSS_TYPES)}"
             )
         if len(set(self.loss_type)) != len(self.loss_type):
-            raise ValueError(f"UnifiedLikelihoodConfig.loss_type: duplicate loss types in {self.loss_type}")
+            raise ValueError(f"{where}.loss_type: duplicate loss types in {self.loss_type}")
+        if self.loss_weights is not None and len(self.loss_weights) != len(self.loss_type):
+            raise ValueError(
+                f"{where}.loss_weights has {len(self.loss_weights)} value(s) for {len(self.loss_type)} loss type(s) "
+                f"{self.loss_type}"
+            )
         if self.nll_normalization not in NLL_NORMALIZATIONS:
             raise ValueError(
-                f"UnifiedLikelihoodConfig.nll_normalization must be one of {NLL_NORMALIZATIONS}, "
-                f"got {self.nll_normalization!r}"
+                f"{where}.nll_normalization must be one of {NLL_NORMALIZATIONS}, got {self.nll_normalization!r}"
             )
-        if self.ld_alpha is not None or self.f_divergence_type != "reverse_kl" or self.use_weighting:
+        if self.f_divergence_type not in F_DIVERGENCE_TYPES:
             raise ValueError(
-                "UnifiedLikelihoodConfig: `ld_alpha`, `f_divergence_type` and `use_weighting` (DPO variants) are not "
-                "supported; use DPOTrainer for them"
+                f"{where}.f_divergence_type must be one of {F_DIVERGENCE_TYPES}, got {self.f_divergence_type!r}"
             )
-        if self.truncation_mode != "keep_start":
-            raise ValueError("UnifiedLikelihoodConfig.truncation_mode: only 'keep_start' is supported")
+        if self.f_divergence_type != "reverse_kl":
+            bad = [t for t in self.loss_type if not LOSSES[t].f_divergence]
+            if bad:
+                raise ValueError(
+                    f"{where}.f_divergence_type={self.f_divergence_type!r} is defined only for losses built on the "
+                    f"chosen-rejected reward difference ({[n for n, s in LOSSES.items() if s.f_divergence]}); "
+                    f"{bad} have none. Use f_divergence_type='reverse_kl' with them."
+                )
+        if self.use_weighting:
+            bad = [t for t in self.loss_type if LOSSES[t].sorts_pairs]
+            if bad:
+                raise NotImplementedError(
+                    f"{where}.use_weighting (WPO) is not defined for {bad}: they sort the pairs of the batch, so a "
+                    "loss no longer belongs to one pair"
+                )
+        if self.ld_alpha is not None and not 0.0 <= self.ld_alpha <= 1.0:
+            raise ValueError(f"{where}.ld_alpha must lie in [0, 1], got {self.ld_alpha}")
+        if self.truncation_mode not in ("keep_start", "keep_end"):
+            raise ValueError(f"{where}.truncation_mode must be 'keep_start' or 'keep_end', got {self.truncation_mode!r}")
         if "robust" in self.loss_type and not 0.0 <= self.label_smoothing < 0.5:
             raise ValueError(
-                f"UnifiedLikelihoodConfig.label_smoothing must lie in [0, 0.5) for 'robust', got {self.label_smoothing}"
+                f"{where}.label_smoothing must lie in [0, 0.5) for 'robust', got {self.label_smoothing}"
+            )
+        if "exo_pair" in self.loss_type and not 0.0 < self.label_smoothing < 1.0:
+            raise ValueError(
+                f"{where}.label_smoothing must lie in (0, 1) for 'exo_pair' (the EXO paper recommends 1e-3), got "
+                f"{self.label_smoothing}"
             )
         if self.rwr_temperature <= 0:
-            raise ValueError(f"UnifiedLikelihoodConfig.rwr_temperature must be > 0, got {self.rwr_temperature}")
+            raise ValueError(f"{where}.rwr_temperature must be > 0, got {self.rwr_temperature}")
         super().__post_init__()
 
     @property
     def needs_reference(self) -> bool:
-        """Whether a loss in ``loss_type`` needs reference log-probs (sigmoid, ipo, hinge, robust)."""
-        return any(t in REFERENCE_LOSS_TYPES for t in self.loss_type)
+        """Whether a loss in ``loss_type`` needs reference log-probs (see ``LOSSES[...].needs_reference``)."""
+        return any(LOSSES[t].needs_reference for t in self.loss_type)
+
+    def loss_params(self) -> LossParams:
+        """The hyper-parameters the losses of :data:`~trl_ext.core.likelihood.LOSSES` read."""
+        return LossParams(
+            beta=self.beta, label_smoothing=self.label_smoothing, discopop_tau=self.discopop_tau,
+            f_divergence_type=self.f_divergence_type, f_alpha_divergence_coef=self.f_alpha_divergence_coef,
+            simpo_beta=self.simpo_beta, simpo_gamma=self.simpo_gamma, orpo_lambda=self.orpo_lambda,
+            rwr_temperature=self.rwr_temperature, normalization=self.nll_normalization,
+        )
 
 
 def _tokenize_row(
@@ -214,7 +250,7 @@ def _tokenize_row(
         "prompt_ids": prompt_ids[:prompt_len],
         "completion_ids": full[0][prompt_len:],
         "rejected_ids": full[1][prompt_len:] if kind == "preference" else [],
-        "row_kind": {"demonstration": DEMONSTRATION, "preference": PREFERENCE, "graded": GRADED}[kind],
+        "row_kind": int({"demonstration": DEMONSTRATION, "preference": PREFERENCE, "graded": GRADED}[kind]),
         "row_reward": float("nan"),
         "row_label": -1,
     }
@@ -337,29 +373,38 @@ class UnifiedLikelihoodTrainer(HubPushMixin, ModelCardMixin, DPOTrainer):
                 stacklevel=2,
             )
             ref_model = None
-        user_precompute = args.precompute_ref_log_probs
+        user_precompute, user_padding_free = args.precompute_ref_log_probs, args.padding_free
         # DPOTrainer loads a reference model unless PEFT or `precompute_ref_log_probs`: claim the latter while it
-        # initialises when no loss needs a reference; defer its precompute until our collator is in place.
+        # initialises when no loss needs a reference (and then skip its model hash: nothing is cached); defer its
+        # precompute until our collator is in place. DPOTrainer 1.16 switches `padding_free` off with a warning;
+        # this trainer implements it, so DPOTrainer does not see it.
         self._defer_precompute = True
         args.precompute_ref_log_probs = user_precompute or not self._needs_reference
+        args.padding_free = False
         try:
-            super().__init__(
-                model=model,
-                ref_model=ref_model,
-                args=args,
-                data_collator=data_collator,
-                train_dataset=train_dataset,
-                eval_dataset=eval_dataset,
-                processing_class=processing_class,
-                compute_metrics=compute_metrics,
-                callbacks=callbacks,
-                optimizers=optimizers,
-                quantization_config=quantization_config,
-                peft_config=peft_config,
-            )
+            with contextlib.ExitStack() as stack:
+                if not self._needs_reference:
+                    stack.enter_context(dpo_model_hash_skipped())
+                super().__init__(
+                    model=model,
+                    ref_model=ref_model,
+                    args=args,
+                    data_collator=data_collator,
+                    train_dataset=train_dataset,
+                    eval_dataset=eval_dataset,
+                    processing_class=processing_class,
+                    compute_metrics=compute_metrics,
+                    callbacks=callbacks,
+                    optimizers=optimizers,
+                    quantization_config=quantization_config,
+                    peft_config=peft_config,
+                )
         finally:
             args.precompute_ref_log_probs = user_precompute
+            args.padding_free = user_padding_free
             self._defer_precompute = False
+        self.padding_free = user_padding_free
+        self.loss_params = args.loss_params()
         self.precompute_ref_logps = user_precompute and self._needs_reference
         # mode → optimizer step → metric → [Σ numerator, Σ denominator] over micro-batches and processes (`log`)
         self._unified_step_sums: defaultdict[str, dict[int, dict[str, list[float]]]] = defaultdict(dict)
@@ -367,7 +412,8 @@ class UnifiedLikelihoodTrainer(HubPushMixin, ModelCardMixin, DPOTrainer):
             self.data_collator = DataCollatorForUnifiedLikelihood(
                 pad_token_id=self._tokenizer.pad_token_id,
                 max_length=args.max_length,
-                pad_to_multiple_of=args.pad_to_multiple_of,
+                pad_to_multiple_of=None if user_padding_free else args.pad_to_multiple_of,
+                truncation_mode=args.truncation_mode,
             )
         if self.precompute_ref_logps:
             self.train_dataset = self._precompute_ref_logps(
@@ -467,38 +513,56 @@ class UnifiedLikelihoodTrainer(HubPushMixin, ModelCardMixin, DPOTrainer):
                        "dataset_name": dataset_name},
             **map_kwargs,
         )
+        dataset = self._drop_fully_truncated(dataset, args, dataset_name)
         if isinstance(dataset, Dataset):
             self._check_prepared(dataset, args, dataset_name)
         return dataset
 
+    def _drop_fully_truncated(self, dataset, args: UnifiedLikelihoodConfig, dataset_name: str):
+        """Drop the rows whose prompt alone fills ``max_length`` (``keep_start`` truncation would leave them no
+        completion token), as DPOTrainer does, with one warning that counts them; an error if no row is left."""
+        if args.max_length is None or args.truncation_mode != "keep_start":
+            return dataset
+        if not isinstance(dataset, Dataset):  # streaming: filtered lazily, as DPOTrainer
+            return dataset.filter(lambda row: len(row["prompt_ids"]) < args.max_length)
+        lengths = [len(ids) for ids in dataset["prompt_ids"]]
+        dropped = [i for i, n in enumerate(lengths) if n >= args.max_length]
+        if not dropped:
+            return dataset
+        where = f"UnifiedLikelihoodTrainer: the {dataset_name} dataset"
+        if len(dropped) == len(lengths):
+            raise ValueError(
+                f"{where} has no row left: the prompt of each of its {len(lengths)} row(s) has ≥ "
+                f"max_length={args.max_length} tokens, which leaves no completion token to train on. Raise "
+                "`max_length` or shorten the prompts."
+            )
+        warnings.warn(
+            f"{where}: dropped {len(dropped)} of {len(lengths)} row(s) (first: {dropped[:5]}) whose prompt has ≥ "
+            f"max_length={args.max_length} tokens and would keep no completion token after truncation",
+            stacklevel=4,
+        )
+        keep = set(range(len(lengths))) - set(dropped)
+        return dataset.select(sorted(keep))
+
     def _check_prepared(self, dataset: Dataset, args: UnifiedLikelihoodConfig, dataset_name: str) -> None:
-        if args.max_length is not None:
-            too_long = [i for i, ids in enumerate(dataset["prompt_ids"]) if len(ids) >= args.max_length]
-            if too_long:
-                raise ValueError(
-                    f"UnifiedLikelihoodTrainer: {len(too_long)} row(s) of the {dataset_name} dataset (first: "
-                    f"{too_long[:5]}) have a prompt of ≥ max_length={args.max_length} tokens, which leaves no "
-                    "completion token to train on. Raise `max_length` or shorten/drop these prompts. (Longer "
-                    "prompt+completion sequences are truncated at the end.)"
-                )
         counts = Counter(KIND_NAMES[k] for k in dataset["row_kind"])
         if dataset_name != "train":
             return
         for loss_type in args.loss_type:
-            kind = LOSS_KINDS[loss_type]
-            if counts[kind] == 0 and not (loss_type == "sft" and args.sft_on_chosen and counts["preference"]):
+            kinds = sorted(k.label for k in LOSSES[loss_type].kinds)
+            if not any(counts[k] for k in kinds):
                 warnings.warn(
-                    f"UnifiedLikelihoodTrainer: loss_type {loss_type!r} applies to {kind} rows, and the train dataset "
-                    f"has none (kinds present: {dict(counts)}); this term will be 0",
-                    stacklevel=3,
+                    f"UnifiedLikelihoodTrainer: loss_type {loss_type!r} applies to {' and '.join(kinds)} rows, and "
+                    f"the train dataset has none (kinds present: {dict(counts)}); this term will be 0",
+                    stacklevel=4,
                 )
-        used = {LOSS_KINDS[t] for t in args.loss_type}
+        used = {k.label for t in args.loss_type for k in LOSSES[t].kinds}
         for kind, n in counts.items():
             if n and kind not in used:
                 warnings.warn(
                     f"UnifiedLikelihoodTrainer: the train dataset has {n} {kind} row(s) but no loss in "
                     f"loss_type={args.loss_type} applies to them; they only cost compute",
-                    stacklevel=3,
+                    stacklevel=4,
                 )
 
     def _set_signature_columns_if_needed(self):
@@ -515,19 +579,43 @@ class UnifiedLikelihoodTrainer(HubPushMixin, ModelCardMixin, DPOTrainer):
         with dpo_ref_cache_shared_across_processes(self, dataset):
             return super()._precompute_ref_logps(dataset, name, batch_size)
 
+    def _fused_forward(self, model, inputs: dict[str, Any], n_seqs: int | None = None, **model_kwargs):
+        """One forward through TRL's fused LM head over the first ``n_seqs`` sequences of a collated batch (all by
+        default): ``({field: (n, T − 1)}, aux_loss)`` with the per-token fields of :data:`_FUSED_FIELDS` in the
+        right-padded layout (entry ``[i, t − 1]`` scores token ``t``), whether the forward ran padded or, with
+        ``padding_free``, packed into one row."""
+        rows = slice(None, n_seqs)
+        input_ids, attention_mask = inputs["input_ids"][rows], inputs["attention_mask"][rows]
+        labels = input_ids.masked_fill(inputs["completion_mask"][rows] == 0, -100)
+        seq_len = input_ids.size(1) - 1
+        if self.padding_free:
+            packed_ids, position_ids, packed_labels = pack_sequences(input_ids, attention_mask, labels)
+            out = model(input_ids=packed_ids, position_ids=position_ids, labels=packed_labels, use_cache=False,
+                        fused_lm_head=True, **model_kwargs)
+            fields = {k: unpack_shifted(getattr(out, k), attention_mask) for k in _FUSED_FIELDS
+                      if getattr(out, k, None) is not None}
+        else:
+            out = model(input_ids=input_ids, attention_mask=attention_mask, labels=labels, use_cache=False,
+                        fused_lm_head=True, **model_kwargs)
+            # prompt-learning PEFT prepends virtual tokens to the outputs; keep the positions of the real tokens
+            fields = {k: getattr(out, k)[:, -seq_len:] for k in _FUSED_FIELDS if getattr(out, k, None) is not None}
+        return fields, getattr(out, "aux_loss", None)
+
+    def _pair_sequence_logps(self, per_token_logps: torch.Tensor, shift_mask: torch.Tensor) -> torch.Tensor:
+        """Sequence log-probs of the ``2P`` pair sequences as the pair losses use them: plain sums, or LD-DPO's
+        length-desensitised sums under ``ld_alpha``."""
+        if self.args.ld_alpha is None:
+            return sequence_logps(per_token_logps, shift_mask)[0]
+        return ld_sequence_logps(per_token_logps, shift_mask, self.args.ld_alpha)
+
     def _pair_reference_logps(self, inputs: dict[str, Any]) -> torch.Tensor:
         """Reference sequence log-probs of the ``2P`` pair sequences (chosen then rejected) of a collated batch,
         from the reference model, or from the policy with its adapters disabled under PEFT."""
         n_pair_seqs = 2 * inputs["pair_rows"].numel()
-        input_ids = inputs["input_ids"][:n_pair_seqs]
-        completion_mask = inputs["completion_mask"][:n_pair_seqs]
-        labels = input_ids.masked_fill(completion_mask == 0, -100)
         model = self.ref_model if self.ref_model is not None else self.model
         with dpo_reference_context(self), self.accelerator.autocast():
-            out = model(input_ids=input_ids, attention_mask=inputs["attention_mask"][:n_pair_seqs], labels=labels,
-                        use_cache=False, fused_lm_head=True)
-        shift_mask = completion_mask[:, 1:]
-        return sequence_logps(out.log_probs[:, -shift_mask.size(1):], shift_mask)[0]
+            fields, _ = self._fused_forward(model, inputs, n_pair_seqs)
+        return self._pair_sequence_logps(fields["log_probs"], inputs["completion_mask"][:n_pair_seqs, 1:])
 
     def compute_ref_log_probs(self, model, inputs):
         """Per-row reference log-probs ``(ref_chosen (B,), ref_rejected (B,))`` of a collated batch; 0 for rows
@@ -557,32 +645,26 @@ class UnifiedLikelihoodTrainer(HubPushMixin, ModelCardMixin, DPOTrainer):
         chosen, rejected, demo, graded = x.split([P, P, D, G])
         return {"chosen": chosen, "rejected": rejected, "demonstration": demo, "graded": graded}
 
-    def _sft_rows(self, parts: dict[str, torch.Tensor]) -> torch.Tensor:
-        if self.args.sft_on_chosen:
-            return torch.cat([parts["demonstration"], parts["chosen"]])
-        return parts["demonstration"]
+    def _loss_batch(self, inputs, S, N, pair_S=None, ref=None, pair_weights=None) -> LossBatch:
+        """The :class:`~trl_ext.core.likelihood.LossBatch` of a collated batch from its per-sequence sums ``S`` and
+        token counts ``N`` (``(n_seqs,)``, collator order)."""
+        s, n = self._split(S, inputs), self._split(N, inputs)
+        reward, accepted = self._graded_targets(inputs)
+        chosen, rejected = (s["chosen"], s["rejected"]) if pair_S is None else pair_S.chunk(2)
+        return LossBatch(
+            params=self.loss_params, chosen_logps=chosen, rejected_logps=rejected, chosen_nll_logps=s["chosen"],
+            chosen_tokens=n["chosen"], rejected_tokens=n["rejected"], demo_logps=s["demonstration"],
+            demo_tokens=n["demonstration"], graded_logps=s["graded"], graded_tokens=n["graded"],
+            graded_rewards=reward.to(N.device), graded_accepted=accepted.to(N.device),
+            ref_chosen_logps=None if ref is None else ref[0], ref_rejected_logps=None if ref is None else ref[1],
+            pair_weights=pair_weights,
+        )
 
     def _loss_denominators(self, inputs: dict[str, Any]) -> dict[str, torch.Tensor]:
         """The normaliser ``Σ d_i`` of every loss term for one collated batch (known before the forward)."""
         n_tokens = inputs["completion_mask"][:, 1:].sum(dim=1).float()
-        parts = self._split(n_tokens, inputs)
-        zeros = torch.zeros_like
-        norm = self.args.nll_normalization
-        out = {}
-        for loss_type in self.loss_types:
-            if loss_type == "sft":
-                n = self._sft_rows(parts)
-                out[loss_type] = sft_loss(zeros(n), n, norm)[1].sum()
-            elif loss_type in PAIR_LOSS_TYPES:
-                out[loss_type] = torch.tensor(float(inputs["pair_rows"].numel()))
-            elif loss_type == "rwr":
-                n = parts["graded"]
-                out[loss_type] = rwr_loss(zeros(n), n, weights=torch.ones_like(n), normalization=norm)[1].sum()
-            elif loss_type == "rft":
-                n = parts["graded"]
-                _, accepted = self._graded_targets(inputs)
-                out[loss_type] = rft_loss(zeros(n), n, accepted.to(n.device), norm)[1].sum()
-        return out
+        batch = self._loss_batch(inputs, torch.zeros_like(n_tokens), n_tokens)
+        return {t: LOSSES[t].denominator(batch).sum() for t in self.loss_types}
 
     def get_batch_samples(self, epoch_iterator, num_batches, device):
         """Collect the micro-batches of one optimizer step and return, as ``num_items_in_batch``, the normaliser of
@@ -601,104 +683,117 @@ class UnifiedLikelihoodTrainer(HubPushMixin, ModelCardMixin, DPOTrainer):
         return batch_samples, {"denominators": dict(zip(keys, stacked.unbind(0), strict=True))}
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        """``L = Σ_k w_k · Σ_i ℓ_k,i / D_k`` from one forward over all sequences of the batch."""
+        """``L = Σ_k w_k · Σ_i ℓ_k,i / D_k`` from one forward over all sequences of the batch, the losses ``ℓ_k`` and
+        normalisers ``D_k`` from :data:`~trl_ext.core.likelihood.LOSSES`; plus the MoE router loss."""
         mode = "train" if self.model.training else "eval"
-        input_ids, completion_mask = inputs["input_ids"], inputs["completion_mask"]
-        labels = input_ids.masked_fill(completion_mask == 0, -100)
-        model_kwargs = {"input_ids": input_ids, "attention_mask": inputs["attention_mask"], "use_cache": False}
-        if self.aux_loss_enabled:
-            model_kwargs["output_router_logits"] = True
-        outputs = model(**model_kwargs, labels=labels, fused_lm_head=True)
-        shift_mask = completion_mask[:, 1:]
-        per_token_logps = outputs.log_probs[:, -shift_mask.size(1):]
+        model_kwargs = {"output_router_logits": True} if self.aux_loss_enabled else {}
+        fields, aux_loss = self._fused_forward(model, inputs, **model_kwargs)
+        per_token_logps = fields["log_probs"]
+        shift_mask = inputs["completion_mask"][:, 1:]
         sum_logps, n_tokens = sequence_logps(per_token_logps, shift_mask)
-        S, N = self._split(sum_logps, inputs), self._split(n_tokens, inputs)
-
         n_pairs = inputs["pair_rows"].numel()
-        ref_chosen = ref_rejected = None
+        pair_rows = slice(None, 2 * n_pairs)
+        pair_S = self._pair_sequence_logps(per_token_logps[pair_rows], shift_mask[pair_rows])
+
+        ref = None
         if self._needs_reference and n_pairs:
             if "ref_chosen_logps" in inputs:
-                ref_chosen, ref_rejected = inputs["ref_chosen_logps"], inputs["ref_rejected_logps"]
+                ref = inputs["ref_chosen_logps"], inputs["ref_rejected_logps"]
             else:
-                ref_chosen, ref_rejected = self._pair_reference_logps(inputs).chunk(2)
-            ref_chosen, ref_rejected = ref_chosen.to(sum_logps.dtype), ref_rejected.to(sum_logps.dtype)
+                ref = self._pair_reference_logps(inputs).chunk(2)
+            ref = tuple(r.to(sum_logps.dtype) for r in ref)
+        pair_weights = None
+        if self.args.use_weighting and n_pairs:
+            w = wpo_sequence_weights(per_token_logps[pair_rows], fields["log_sum_sq_probs"][pair_rows],
+                                     shift_mask[pair_rows])
+            pair_weights = w[:n_pairs] * w[n_pairs:]
+        batch = self._loss_batch(inputs, sum_logps, n_tokens, pair_S, ref, pair_weights)
 
         global_norm = isinstance(num_items_in_batch, dict) and "denominators" in num_items_in_batch
         totals = num_items_in_batch["denominators"] if global_norm else {}
-        args, norm = self.args, self.args.nll_normalization
         loss = 0.0 * sum_logps.sum()  # keeps the graph connected when no term has rows
         stats: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
-        pair_rewards = None
         for loss_type, weight in zip(self.loss_types, self.loss_weights, strict=True):
-            if loss_type == "sft":
-                losses, dens = sft_loss(self._sft_rows(S), self._sft_rows(N), norm)
-            elif loss_type == "rwr":
-                reward, _ = self._graded_targets(inputs)
-                losses, dens = rwr_loss(S["graded"], N["graded"], rewards=reward.to(sum_logps.dtype),
-                                        temperature=args.rwr_temperature, normalization=norm)
-            elif loss_type == "rft":
-                _, accepted = self._graded_targets(inputs)
-                losses, dens = rft_loss(S["graded"], N["graded"], accepted, norm)
-            else:
-                losses, rw, rl = self._pair_loss(loss_type, S, N, ref_chosen, ref_rejected)
-                dens = torch.ones_like(losses)
-                if pair_rewards is None and n_pairs:
-                    pair_rewards = (rw, rl)
-            total = totals.get(loss_type) if global_norm else None
-            loss = loss + weight * reduce_loss(losses, dens, total)
+            spec = LOSSES[loss_type]
+            losses, dens = spec.loss(batch), spec.denominator(batch)
+            loss = loss + weight * reduce_loss(losses, dens, totals.get(loss_type) if global_norm else None)
             stats[f"loss/{loss_type}"] = (losses.detach().sum(), dens.detach().sum())
 
+        ga_steps = getattr(self, "current_gradient_accumulation_steps", 1) if mode == "train" else 1
         if global_norm and self.accelerator.num_processes > 1:
             loss = loss * self.accelerator.num_processes  # DDP averages the gradients over processes
-        elif not global_norm and mode == "train":
-            loss = loss / getattr(self, "current_gradient_accumulation_steps", 1)  # fallback: micro-batch normalisation
+        elif not global_norm:
+            loss = loss / ga_steps  # fallback: micro-batch normalisation
         if self.aux_loss_enabled:
-            loss = loss + self.router_aux_loss_coef * outputs.aux_loss
+            # DPOTrainer's scale: the micro-batch's router loss, averaged over the accumulation steps
+            loss = loss + self.router_aux_loss_coef * aux_loss / ga_steps
 
-        self._log_unified_metrics(mode, inputs, S, N, stats, pair_rewards)
+        self._log_unified_metrics(mode, inputs, batch, fields, stats, aux_loss)
         if return_outputs:
-            return loss, ModelOutput(loss=loss.detach())
+            # the fused head builds no logits; `compute_metrics` gets them from an extra (padded) forward, as in
+            # DPOTrainer
+            with torch.no_grad():
+                logits = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"],
+                               use_cache=False).logits
+            return loss, ModelOutput(loss=loss.detach(), logits=logits)
         return loss
 
-    def _pair_loss(self, loss_type, S, N, ref_chosen, ref_rejected):
-        """``(losses, chosen_rewards, rejected_rewards)`` of a pair loss over the pairs of the batch."""
-        args = self.args
-        cw, cl, nw, nl = S["chosen"], S["rejected"], N["chosen"], N["rejected"]
-        if cw.numel() == 0:
-            return cw, cw.detach(), cl.detach()
-        if loss_type == "sigmoid":
-            return dpo_sigmoid_loss(cw, cl, ref_chosen, ref_rejected, self.beta)
-        if loss_type == "hinge":
-            return hinge_loss(cw, cl, ref_chosen, ref_rejected, self.beta)
-        if loss_type == "ipo":
-            return ipo_loss(cw, cl, ref_chosen, ref_rejected, nw, nl, self.beta)
-        if loss_type == "robust":
-            return robust_loss(cw, cl, ref_chosen, ref_rejected, self.beta, args.label_smoothing)
-        if loss_type == "simpo":
-            return simpo_loss(cw, cl, nw, nl, args.simpo_beta, args.simpo_gamma, args.label_smoothing)
-        if loss_type == "orpo":
-            return orpo_loss(cw, cl, nw, nl, args.orpo_lambda)
-        raise ValueError(f"UnifiedLikelihoodTrainer: {loss_type!r} is not a pair loss")
+    def _pair_rewards(self, batch: LossBatch) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """Implicit rewards of the pairs to log: ``β·ρ`` with a reference (DPOTrainer's), else those of the first
+        reference-free pair loss that defines them (SimPO, ORPO)."""
+        if batch.ref_chosen_logps is not None:
+            return tuple(self.beta * r.detach() for r in batch.logratios())
+        for loss_type in self.loss_types:
+            rewards = LOSSES[loss_type].rewards
+            if rewards is not None:
+                return tuple(r.detach() for r in rewards(batch))
+        return None
 
-    def _log_unified_metrics(self, mode, inputs, S, N, stats, pair_rewards) -> None:
+    def _logs_rewards(self) -> bool:
+        return any(t in PAIR_LOSS_TYPES and (LOSSES[t].needs_reference or LOSSES[t].rewards is not None)
+                   for t in self.loss_types)
+
+    def _log_unified_metrics(self, mode, inputs, batch: LossBatch, fields, stats, aux_loss) -> None:
         metrics = dpo_metrics(self, mode)
-        one = lambda x: torch.tensor(float(x), device=S["chosen"].device)  # noqa: E731
+        S = {"chosen": batch.chosen_logps, "rejected": batch.rejected_logps, "demonstration": batch.demo_logps,
+             "graded": batch.graded_logps}
+        device = batch.chosen_logps.device
+        one = lambda x: torch.tensor(float(x), device=device)  # noqa: E731
         items: dict[str, tuple[torch.Tensor, torch.Tensor]] = dict(stats)
-        for kind in ("chosen", "rejected", "demonstration", "graded"):
-            items[f"logps/{kind}"] = (S[kind].detach().sum(), one(S[kind].numel()))
-        items["nll/demonstration"] = (-S["demonstration"].detach().sum(), N["demonstration"].sum())
-        if any(t in PAIR_LOSS_TYPES for t in self.loss_types):
+        for kind, values in S.items():
+            items[f"logps/{kind}"] = (values.detach().sum(), one(values.numel()))
+        items["nll/demonstration"] = (-batch.demo_logps.detach().sum(), batch.demo_tokens.sum())
+        # token statistics as DPOTrainer's: entropy over every completion token; the top-1 accuracy over the tokens
+        # the model imitates (chosen completions and demonstrations); mean logits of the chosen / rejected tokens
+        mask = self._split(inputs["completion_mask"][:, 1:].bool(), inputs)
+        token_stats = {k: self._split(v.detach(), inputs) for k, v in fields.items() if k != "log_probs"}
+        all_mask = inputs["completion_mask"][:, 1:].bool()
+        if "entropy" in fields:
+            items["entropy"] = (fields["entropy"].detach()[all_mask].float().sum(), all_mask.sum())
+        if "is_top1" in fields:
+            top1 = token_stats["is_top1"]
+            hits = sum((top1[k] & mask[k]).sum() for k in ("chosen", "demonstration"))
+            items["mean_token_accuracy"] = (one(hits), one(mask["chosen"].sum() + mask["demonstration"].sum()))
+        if "mean_logits" in fields:
+            for kind in ("chosen", "rejected"):
+                items[f"logits/{kind}"] = (token_stats["mean_logits"][kind][mask[kind]].float().sum(),
+                                           mask[kind].sum())
+        if self.aux_loss_enabled and aux_loss is not None:
+            items["aux_loss"] = (aux_loss.detach().float(), one(1))
+        if self._logs_rewards():
             # every process reduces the same keys, also when its micro-batch holds no pair (0 / 0, skipped)
-            rw, rl = pair_rewards if pair_rewards is not None else (S["chosen"][:0].detach(),) * 2
+            rewards = self._pair_rewards(batch) if batch.n_pairs else None
+            rw, rl = rewards if rewards is not None else (batch.chosen_logps[:0].detach(),) * 2
             n = one(rw.numel())
             items["rewards/chosen"] = (rw.sum(), n)
             items["rewards/rejected"] = (rl.sum(), n)
             items["rewards/margins"] = ((rw - rl).sum(), n)
             items["rewards/accuracies"] = ((rw > rl).float().sum(), n)
-        for code, kind in enumerate(KIND_NAMES):
-            items[f"rows/{kind}"] = (one((inputs["row_kind"] == code).sum().item()), one(1))
+        for kind in RowKind:
+            items[f"rows/{kind.label}"] = (one((inputs["row_kind"] == int(kind)).sum().item()), one(1))
         keys = list(items)
-        values = torch.stack([torch.stack([items[k][0].float(), items[k][1].float()]) for k in keys])
+        values = torch.stack([torch.stack([items[k][0].float().to(device), items[k][1].float().to(device)])
+                              for k in keys])
         values = self.accelerator.reduce(values, reduction="sum") if self.accelerator.num_processes > 1 else values
         # (numerator, denominator) summed over the micro-batches of this optimizer step: `log` reports their ratio
         step_sums = self._unified_step_sums[mode].setdefault(self.state.global_step, {})

@@ -40,11 +40,12 @@ from typing import Any
 import torch
 from transformers.data.data_collator import DataCollatorMixin
 
+from ..core.likelihood import RowKind
 from .trl_compat import pad_sequences
 
-DEMONSTRATION, PREFERENCE, GRADED = 0, 1, 2
+DEMONSTRATION, PREFERENCE, GRADED = RowKind.DEMONSTRATION, RowKind.PREFERENCE, RowKind.GRADED
 #: Names of the kinds, indexed by their code in the ``row_kind`` column.
-KIND_NAMES = ("demonstration", "preference", "graded")
+KIND_NAMES = tuple(kind.label for kind in RowKind)
 
 #: Columns added by the trainer's dataset preparation (the tokenized form read by the collator).
 PREPARED_COLUMNS = ("prompt_ids", "completion_ids", "rejected_ids", "row_kind", "row_reward", "row_label")
@@ -138,7 +139,9 @@ class DataCollatorForUnifiedLikelihood(DataCollatorMixin):
 
     Args:
         pad_token_id: token used for padding.
-        max_length: sequences longer than this are truncated at the end (``keep_start``, as TRL's DPO collator).
+        max_length: sequences longer than this are truncated, each on its own, as TRL's DPO collator:
+            ``truncation_mode="keep_start"`` keeps the first ``max_length`` tokens, ``"keep_end"`` the last.
+        truncation_mode: ``"keep_start"`` (default) or ``"keep_end"``.
         pad_to_multiple_of: pad the length to a multiple of this value.
     """
 
@@ -146,6 +149,14 @@ class DataCollatorForUnifiedLikelihood(DataCollatorMixin):
     max_length: int | None = None
     pad_to_multiple_of: int | None = None
     return_tensors: str = "pt"
+    truncation_mode: str = "keep_start"
+
+    def __post_init__(self):
+        if self.truncation_mode not in ("keep_start", "keep_end"):
+            raise ValueError(
+                f"DataCollatorForUnifiedLikelihood: truncation_mode must be 'keep_start' or 'keep_end', got "
+                f"{self.truncation_mode!r}"
+            )
 
     def torch_call(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
         kinds = [int(ex["row_kind"]) for ex in examples]
@@ -156,7 +167,8 @@ class DataCollatorForUnifiedLikelihood(DataCollatorMixin):
         def add(prompt: list[int], completion: list[int]) -> None:
             ids, mask = list(prompt) + list(completion), [0] * len(prompt) + [1] * len(completion)
             if self.max_length is not None:
-                ids, mask = ids[: self.max_length], mask[: self.max_length]
+                cut = slice(None, self.max_length) if self.truncation_mode == "keep_start" else slice(-self.max_length, None)
+                ids, mask = ids[cut], mask[cut]
             seqs.append(ids)
             masks.append(mask)
 
@@ -194,3 +206,40 @@ class DataCollatorForUnifiedLikelihood(DataCollatorMixin):
                     raise ValueError(f"DataCollatorForUnifiedLikelihood: column {key!r} holds NaN for a pair row")
                 out[key] = torch.tensor(values, dtype=torch.float32)
         return out
+
+
+def pack_sequences(input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor):
+    """Padding-free layout of a right-padded batch: every real token of the ``N`` rows in one row of length
+    ``L = Σ attention_mask``, with ``position_ids`` restarting at 0 for each sequence (transformers then attends
+    within each sequence only) and the label of each sequence's first token set to ``-100`` (nothing precedes it).
+
+    Returns ``(input_ids (1, L), position_ids (1, L), labels (1, L))``.
+
+    Example:
+        >>> ids, att = torch.tensor([[5, 6, 7], [8, 9, 0]]), torch.tensor([[1, 1, 1], [1, 1, 0]])
+        >>> pack_sequences(ids, att, ids.masked_fill(att == 0, -100))
+        (tensor([[5, 6, 7, 8, 9]]), tensor([[0, 1, 2, 0, 1]]), tensor([[-100,    6,    7, -100,    9]]))
+    """
+    m = attention_mask.bool()
+    labels = labels.clone()
+    labels[:, 0] = -100
+    position_ids = attention_mask.long().cumsum(dim=1) - 1
+    return input_ids[m][None], position_ids[m][None], labels[m][None]
+
+
+def unpack_shifted(packed: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """Scatter a per-token output of the packed forward (``(1, L − 1)``, entry ``k − 1`` scoring packed token
+    ``k``) back to the right-padded layout of ``(N, T − 1)`` next-token outputs (entry ``[i, t − 1]`` scoring token
+    ``t`` of row ``i``; 0 at padding), as the padded forward returns them. Differentiable.
+
+    Example:
+        >>> att = torch.tensor([[1, 1, 1], [1, 1, 0]])
+        >>> unpack_shifted(torch.tensor([[-1.0, -2.0, 0.0, -4.0]]), att)  # packed token 3 (row 1's first) unscored
+        tensor([[-1., -2.],
+                [-4.,  0.]])
+    """
+    m = attention_mask.bool()
+    index = m.flatten().long().cumsum(0).view_as(m) - 1  # position of each real token in the packed row
+    select = m[:, 1:]
+    values = packed[0, index[:, 1:][select] - 1]
+    return packed.new_zeros(select.shape).masked_scatter(select, values)
