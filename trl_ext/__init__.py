@@ -25,6 +25,8 @@ _TRAINER_EXPORTS = (
     "ProcessGRPOTrainer",
     "UnifiedLikelihoodConfig",
     "UnifiedLikelihoodTrainer",
+    "PRMConfig",
+    "PRMTrainer",
 )
 
 

@@ -19,6 +19,8 @@ _EXPORTS = {
     "DataCollatorForUnifiedLikelihood": "unified_collator",
     "infer_row_kind": "unified_collator",
     "mix_datasets": "unified_collator",
+    "PRMConfig": "prm",
+    "PRMTrainer": "prm",
 }
 
 __all__ = sorted(_EXPORTS)

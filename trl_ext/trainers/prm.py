@@ -259,6 +259,30 @@ def tokenize_step_row(
 # ----------------------------------------------------------------------------------------------------------------------
 
 
+def _keep_head_unquantized(quantization_config: Any) -> Any:
+    """A copy of a bitsandbytes config that leaves the (new, trainable) score head in full precision.
+
+    transformers would otherwise quantize ``score`` too: a freshly initialised head then has no quantization state and
+    cannot train.
+    """
+    import copy
+
+    if isinstance(quantization_config, dict):
+        config = dict(quantization_config)
+        skip = list(config.get("llm_int8_skip_modules") or [])
+        config["llm_int8_skip_modules"] = skip + [m for m in _HEAD_MODULES if m not in skip]
+        return config
+    if not hasattr(quantization_config, "llm_int8_skip_modules"):
+        return quantization_config
+    config = copy.deepcopy(quantization_config)
+    skip = list(config.llm_int8_skip_modules or [])
+    config.llm_int8_skip_modules = skip + [m for m in _HEAD_MODULES if m not in skip]
+    return config
+
+
+_HEAD_MODULES = ("score", "classifier")
+
+
 def _is_quantized(model: nn.Module) -> bool:
     return bool(getattr(model, "is_loaded_in_4bit", False) or getattr(model, "is_loaded_in_8bit", False))
 
@@ -343,6 +367,8 @@ class PRMTrainer(HubPushMixin, ModelCardMixin, Trainer):
             init_kwargs = dict(args.model_init_kwargs or {})
             if quantization_config is not None:
                 init_kwargs["quantization_config"] = quantization_config
+            if init_kwargs.get("quantization_config") is not None:
+                init_kwargs["quantization_config"] = _keep_head_unquantized(init_kwargs["quantization_config"])
             model = AutoModelForTokenClassification.from_pretrained(
                 model, num_labels=2, id2label=ID2LABEL, label2id=LABEL2ID, **init_kwargs
             )
