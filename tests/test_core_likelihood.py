@@ -270,3 +270,177 @@ def test_log1mexp_stable_on_both_branches():
     # ORPO stays finite when a completion has probability ≈ 1
     loss = orpo_loss(torch.tensor([0.0]), torch.tensor([-1.0]), torch.tensor([2.0]), torch.tensor([2.0]), lam=0.1)[0]
     assert torch.isfinite(loss).all()
+
+
+# ---- DPOTrainer's variants, f-divergences, LD-DPO, WPO, the registry ------------------------------------------------
+
+from trl_ext.core.likelihood import (  # noqa: E402
+    LOSSES,
+    LossBatch,
+    LossParams,
+    RowKind,
+    aot_loss,
+    aot_unpaired_loss,
+    apo_down_loss,
+    apo_zero_loss,
+    bco_pair_loss,
+    discopop_loss,
+    exo_pair_loss,
+    f_divergence_scores,
+    ld_sequence_logps,
+    nca_pair_loss,
+    sigmoid_norm_loss,
+    sppo_hard_loss,
+    wpo_sequence_weights,
+)
+
+
+def _sig(x):
+    return 1.0 / (1.0 + math.exp(-x))
+
+
+def _loop_variant_losses(rw, rl, beta, eps, tau):
+    """Independent scalar formulas of one pair, from the papers (ρ_w, ρ_l: log-ratios; reverse KL)."""
+    d = rw - rl
+    x = beta * d
+    m = _sig(x / tau)
+    return {
+        "exo_pair": _sig(x) * (_logsig(x) - math.log(1 - eps)) + _sig(-x) * (_logsig(-x) - math.log(eps)),
+        "nca_pair": -_logsig(beta * rw) - 0.5 * _logsig(-beta * rw) - 0.5 * _logsig(-beta * rl),
+        "bco_pair": -_logsig(beta * rw) - _logsig(-beta * rl),
+        "sppo_hard": (rw - 1 / (2 * beta)) ** 2 + (rl + 1 / (2 * beta)) ** 2,
+        "apo_zero": (1 - _sig(beta * rw)) + _sig(beta * rl),
+        "apo_down": _sig(beta * rw) + (1 - _sig(beta * d)),
+        "discopop": (1 - m) * -_logsig(x) + m * math.exp(-x),
+    }
+
+
+@pytest.mark.parametrize("beta,eps,tau", [(0.1, 1e-3, 0.05), (0.8, 0.2, 0.5)])
+def test_dpo_variants_match_independent_loop(batch, beta, eps, tau):
+    _, _, mask, pol_garbage, ref_garbage, _ = batch
+    S, _ = sequence_logps(pol_garbage, mask)
+    R, _ = sequence_logps(ref_garbage, mask)
+    cw, cl = S.chunk(2)
+    rw, rl = R.chunk(2)
+    lw, ll = cw - rw, cl - rl
+    got = {
+        "exo_pair": exo_pair_loss(lw - ll, beta, eps), "nca_pair": nca_pair_loss(lw, ll, beta),
+        "bco_pair": bco_pair_loss(lw, ll, beta), "sppo_hard": sppo_hard_loss(lw, ll, beta),
+        "apo_zero": apo_zero_loss(lw, ll, beta), "apo_down": apo_down_loss(lw, ll, beta),
+        "discopop": discopop_loss(lw - ll, beta, tau),
+    }
+    for i in range(cw.numel()):
+        expected = _loop_variant_losses(lw[i].item(), ll[i].item(), beta, eps, tau)
+        for name, value in expected.items():
+            assert got[name][i].item() == pytest.approx(value, rel=1e-5, abs=1e-6), (name, i)
+
+
+def test_aot_sorts_over_the_batch():
+    # S_w − S_l = [1, −2], S_ref_w − S_ref_l = [0, 3] → sorted [−2, 1] − [0, 3] = [−2, −2]
+    losses = aot_loss(torch.tensor([0.0, -2.0]), torch.tensor([-1.0, 0.0]), torch.tensor([0.0, 3.0]),
+                      torch.tensor([0.0, 0.0]), beta=0.5, label_smoothing=0.25)
+    expected = -0.75 * _logsig(-1.0) - 0.25 * _logsig(1.0)
+    assert losses.tolist() == pytest.approx([expected, expected])
+    # unpaired: sort(ρ_w) = [−1, 2], sort(ρ_l) = [0, 4] → [−1, −2]
+    un = aot_unpaired_loss(torch.tensor([2.0, -1.0]), torch.tensor([0.0, 4.0]), beta=1.0)
+    assert un.tolist() == pytest.approx([-_logsig(-1.0), -_logsig(-2.0)])
+
+
+def test_sigmoid_norm_hand_value():
+    # s_w / n_w − s_l / n_l = 3/3 − (−2)/2 = 2, β = 0.5 → −log σ(1)
+    got = sigmoid_norm_loss(torch.tensor([3.0]), torch.tensor([-2.0]), torch.tensor([3.0]), torch.tensor([2.0]), 0.5)
+    assert got.item() == pytest.approx(-_logsig(1.0))
+
+
+def test_f_divergence_scores_hand_values():
+    r = torch.tensor([0.5, -1.0])
+    assert f_divergence_scores(r, "reverse_kl").tolist() == r.tolist()
+    assert f_divergence_scores(r, "forward_kl").tolist() == pytest.approx([1 - math.exp(-0.5), 1 - math.exp(1.0)])
+    assert f_divergence_scores(r, "js_divergence").tolist() == pytest.approx(
+        [math.log(2) + _logsig(0.5), math.log(2) + _logsig(-1.0)])
+    # α = 0.3: (t^(α−1) − 1)/(α − 1) with t = e^ρ
+    assert f_divergence_scores(r, "alpha_divergence", 0.3).tolist() == pytest.approx(
+        [(math.exp(-0.7 * 0.5) - 1) / -0.7, (math.exp(0.7) - 1) / -0.7])
+    assert f_divergence_scores(r, "alpha_divergence", 1.0).tolist() == r.tolist()
+    with pytest.raises(ValueError, match="f_divergence_type must be one of"):
+        f_divergence_scores(r, "kl")
+
+
+def test_ld_sequence_logps_matches_loop(batch):
+    pol, _, mask, pol_garbage, _, _ = batch
+    alpha = 0.3
+    got = ld_sequence_logps(pol_garbage, mask, alpha)
+    P = pol.size(0) // 2
+    for i in range(pol.size(0)):
+        partner = i + P if i < P else i - P
+        shared = min(int(mask[i].sum()), int(mask[partner].sum()))
+        values = [lp for lp, m in zip(pol[i].tolist(), mask[i].tolist()) if m]
+        expected = sum(values[:shared]) + alpha * sum(values[shared:])
+        assert got[i].item() == pytest.approx(expected, abs=1e-5), i
+    torch.testing.assert_close(ld_sequence_logps(pol_garbage, mask, 1.0), sequence_logps(pol_garbage, mask)[0])
+
+
+def test_wpo_weights_match_loop_and_are_detached():
+    lp = torch.tensor([[-1.0, -2.0, 0.0], [-0.5, -0.5, -0.5]], requires_grad=True)
+    lss = torch.tensor([[-0.5, -1.0, 9.0], [-0.25, -0.25, -0.25]])
+    mask = torch.tensor([[1, 1, 0], [1, 1, 1]])
+    w = wpo_sequence_weights(lp, lss, mask)
+    assert not w.requires_grad
+    assert w.tolist() == pytest.approx([math.exp(((-1 + 0.5) + (-2 + 1)) / 2), math.exp(-0.25)])
+
+
+def _loss_batch(P=2, D=1, G=2, **kw):
+    g = torch.Generator().manual_seed(0)
+    r = lambda n: -torch.rand(n, generator=g) * 5  # noqa: E731
+    base = dict(params=LossParams(beta=0.5, label_smoothing=0.1), chosen_logps=r(P), rejected_logps=r(P),
+                chosen_nll_logps=r(P), chosen_tokens=torch.tensor([3.0, 1.0])[:P], rejected_tokens=torch.tensor([2.0, 4.0])[:P],
+                demo_logps=r(D), demo_tokens=torch.full((D,), 5.0), graded_logps=r(G),
+                graded_tokens=torch.tensor([2.0, 3.0])[:G], graded_rewards=torch.tensor([1.0, 0.0])[:G],
+                graded_accepted=torch.tensor([True, False])[:G], ref_chosen_logps=r(P), ref_rejected_logps=r(P))
+    base.update(kw)
+    return LossBatch(**base)
+
+
+def test_registry_entries_are_complete_and_consistent():
+    assert set(LOSSES) >= {"sigmoid", "hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_pair", "sppo_hard", "aot",
+                           "aot_unpaired", "apo_zero", "apo_down", "discopop", "sft", "sigmoid_norm", "simpo", "orpo",
+                           "rwr", "rft"}
+    b = _loss_batch()
+    n_rows = {RowKind.PREFERENCE: 2, RowKind.DEMONSTRATION: 1, RowKind.GRADED: 2}
+    for name, spec in LOSSES.items():
+        assert spec.name == name and spec.kinds and spec.reference
+        losses, dens = spec.loss(b), spec.denominator(b)
+        assert losses.shape == dens.shape == (sum(n_rows[k] for k in spec.kinds),), name
+        assert torch.isfinite(losses).all(), name
+        # the denominator reads only counts: the same with all log-probs zeroed
+        zeroed = _loss_batch(chosen_logps=torch.zeros(2), rejected_logps=torch.zeros(2), demo_logps=torch.zeros(1))
+        torch.testing.assert_close(spec.denominator(zeroed), dens)
+        if not spec.needs_reference:  # reference-free losses never read it
+            spec.loss(_loss_batch(ref_chosen_logps=None, ref_rejected_logps=None))
+
+
+def test_registry_sft_is_one_token_mean_over_demonstrations_and_chosen():
+    b = _loss_batch()
+    spec = LOSSES["sft"]
+    expected = -(b.demo_logps.sum() + b.chosen_nll_logps.sum()) / (5.0 + 3.0 + 1.0)
+    assert reduce_loss(spec.loss(b), spec.denominator(b)).item() == pytest.approx(expected.item(), rel=1e-6)
+    # WPO scales the chosen part by the mean pair weight (DPOTrainer multiplies its `sft` term by the weights)
+    w = torch.tensor([0.5, 0.1])
+    weighted = _loss_batch(pair_weights=w)
+    expected_w = -(b.demo_logps.sum() + 0.3 * b.chosen_nll_logps.sum()) / 9.0
+    assert reduce_loss(spec.loss(weighted), spec.denominator(weighted)).item() == pytest.approx(expected_w.item(),
+                                                                                               rel=1e-6)
+    # pair losses: per-pair weights
+    sig = LOSSES["sigmoid"]
+    torch.testing.assert_close(sig.loss(weighted), sig.loss(b) * w)
+
+
+def test_registry_f_divergence_replaces_the_log_ratios():
+    b = _loss_batch(params=LossParams(beta=0.5, f_divergence_type="forward_kl"))
+    sw = 1 - torch.exp(-(b.chosen_logps - b.ref_chosen_logps))
+    sl = 1 - torch.exp(-(b.rejected_logps - b.ref_rejected_logps))
+    torch.testing.assert_close(LOSSES["sigmoid"].loss(b), -torch.nn.functional.logsigmoid(0.5 * (sw - sl)))
+    # IPO: length-normalised scores
+    ipo = ((sw / b.chosen_tokens - sl / b.rejected_tokens) - 1 / (2 * 0.5)) ** 2
+    torch.testing.assert_close(LOSSES["ipo"].loss(b), ipo)
+    assert not LOSSES["bco_pair"].f_divergence and LOSSES["sft"].f_divergence

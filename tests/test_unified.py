@@ -87,8 +87,17 @@ def test_config_rejects_bad_fields(tmp_path):
         UnifiedLikelihoodConfig(str(tmp_path), bf16=False, loss_type=["sft", "kto"])
     with pytest.raises(ValueError, match="nll_normalization"):
         UnifiedLikelihoodConfig(str(tmp_path), bf16=False, nll_normalization="tokens")
-    with pytest.raises(ValueError, match="not supported"):
-        UnifiedLikelihoodConfig(str(tmp_path), bf16=False, ld_alpha=0.5)
+    with pytest.raises(ValueError, match=r"ld_alpha must lie in \[0, 1\]"):
+        UnifiedLikelihoodConfig(str(tmp_path), bf16=False, ld_alpha=1.5)
+    with pytest.raises(ValueError, match=r"f_divergence_type='forward_kl' is defined only .* \['nca_pair'\] have none"):
+        UnifiedLikelihoodConfig(str(tmp_path), bf16=False, loss_type=["sigmoid", "nca_pair"],
+                                f_divergence_type="forward_kl")
+    with pytest.raises(NotImplementedError, match=r"use_weighting \(WPO\) is not defined for \['aot'\]"):
+        UnifiedLikelihoodConfig(str(tmp_path), bf16=False, loss_type=["aot"], use_weighting=True)
+    with pytest.raises(ValueError, match="label_smoothing must lie in \\(0, 1\\) for 'exo_pair'"):
+        UnifiedLikelihoodConfig(str(tmp_path), bf16=False, loss_type=["exo_pair"])
+    with pytest.raises(ValueError, match="loss_weights has 1 value"):
+        UnifiedLikelihoodConfig(str(tmp_path), bf16=False, loss_type=["sft", "sigmoid"], loss_weights=[1.0])
     with pytest.raises(ValueError, match="label_smoothing"):
         UnifiedLikelihoodConfig(str(tmp_path), bf16=False, loss_type=["robust"], label_smoothing=0.5)
     args = UnifiedLikelihoodConfig(str(tmp_path), bf16=False, loss_type="simpo")
@@ -108,34 +117,177 @@ def test_kind_inference_and_mixing():
 # ---- oracles against stock TRL -----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    "loss_type,extra",
-    [(["sigmoid"], {}), (["ipo"], {}), (["hinge"], {}), (["robust"], {"label_smoothing": 0.2}),
-     (["sigmoid", "sft"], {"loss_weights": [1.0, 0.5]})],
-)
-def test_pair_losses_and_gradients_equal_dpotrainer(tiny_model_path, tmp_path, loss_type, extra):
-    pairs = _pairs()
-    kw = _args(tmp_path, beta=0.3, max_length=64, **extra)
-    dpo = DPOTrainer(tiny_model_path, args=DPOConfig(loss_type=loss_type, **kw), train_dataset=pairs)
-    ours_extra = {"sft_on_chosen": True} if "sft" in loss_type else {}
-    ours = UnifiedLikelihoodTrainer(
-        tiny_model_path, args=UnifiedLikelihoodConfig(loss_type=loss_type, **ours_extra, **kw), train_dataset=pairs
-    )
-    # perturb the policies identically so that policy ≠ reference and the margin is not 0
-    for trainer in (dpo, ours):
-        torch.manual_seed(1)
+#: One entry per DPOTrainer loss type of TRL 1.16 and per option, each with the config it needs.
+ORACLE_CASES = {
+    "sigmoid": (["sigmoid"], {}),
+    "hinge": (["hinge"], {}),
+    "ipo": (["ipo"], {}),
+    "exo_pair": (["exo_pair"], {"label_smoothing": 1e-3}),
+    "nca_pair": (["nca_pair"], {}),
+    "robust": (["robust"], {"label_smoothing": 0.2}),
+    "bco_pair": (["bco_pair"], {}),
+    "sppo_hard": (["sppo_hard"], {}),
+    "aot": (["aot"], {"label_smoothing": 0.1}),
+    "aot_unpaired": (["aot_unpaired"], {}),
+    "apo_zero": (["apo_zero"], {}),
+    "apo_down": (["apo_down"], {}),
+    "discopop": (["discopop"], {"discopop_tau": 0.5}),
+    "sft": (["sft"], {}),
+    "sigmoid_norm": (["sigmoid_norm"], {}),
+    "sigmoid+sft": (["sigmoid", "sft"], {"loss_weights": [1.0, 0.5]}),
+    "mpo": (["sigmoid", "bco_pair", "sft"], {"loss_weights": [0.8, 0.2, 1.0]}),
+    "use_weighting": (["sigmoid", "ipo"], {"use_weighting": True, "loss_weights": [1.0, 0.3]}),
+    "ld_alpha": (["sigmoid", "aot", "sft"], {"ld_alpha": 0.3}),
+    "forward_kl": (["sigmoid", "hinge", "ipo"], {"f_divergence_type": "forward_kl"}),
+    "js_divergence": (["robust", "discopop", "sigmoid_norm"], {"f_divergence_type": "js_divergence",
+                                                                "label_smoothing": 0.1}),
+    "alpha_divergence": (["exo_pair", "sft"], {"f_divergence_type": "alpha_divergence",
+                                               "f_alpha_divergence_coef": 0.3, "label_smoothing": 1e-3}),
+    "wpo+ld+fdiv": (["sigmoid"], {"use_weighting": True, "ld_alpha": 0.5, "f_divergence_type": "forward_kl"}),
+}
+#: (format, precompute_ref_log_probs, padding_free); the first is the default run of every case.
+ORACLE_VARIANTS = [(fmt, pre, pf) for fmt in ("standard", "conversational") for pre in (False, True)
+                   for pf in (False, True)]
+#: Cases whose every variant runs in the default suite (the rest of the cross product is marked slow).
+ORACLE_ALL_VARIANTS_BY_DEFAULT = ("sigmoid+sft", "wpo+ld+fdiv")
+
+
+def _oracle_params():
+    for name, (loss_type, extra) in ORACLE_CASES.items():
+        for variant in ORACLE_VARIANTS:
+            fast = variant == ORACLE_VARIANTS[0] or name in ORACLE_ALL_VARIANTS_BY_DEFAULT
+            fmt, pre, pf = variant
+            yield pytest.param(loss_type, extra, fmt, pre, pf, marks=() if fast else pytest.mark.slow,
+                               id=f"{name}-{fmt}-{'precompute' if pre else 'live'}-{'padfree' if pf else 'padded'}")
+
+
+def _user(t):
+    return [{"role": "user", "content": t}]
+
+
+def _bot(t):
+    return [{"role": "assistant", "content": t}]
+
+
+def _conversational_pairs(n=4):
+    p = _pairs(n)
+    return Dataset.from_dict({"prompt": [_user(x) for x in p["prompt"]], "chosen": [_bot(x.strip()) for x in p["chosen"]],
+                              "rejected": [_bot(x.strip()) for x in p["rejected"]]})
+
+
+def _perturb(*trainers, seed=1):
+    """Perturb the policies identically so that policy ≠ reference and the margins are not 0."""
+    for trainer in trainers:
+        torch.manual_seed(seed)
         with torch.no_grad():
             for p in trainer.model.parameters():
                 p.add_(0.05 * torch.randn_like(p))
+
+
+#: Metrics DPOTrainer logs that ours must log with the same value on pair data.
+DPO_METRICS = ("rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies", "logps/chosen",
+               "logps/rejected", "logits/chosen", "logits/rejected", "entropy", "mean_token_accuracy")
+
+
+@pytest.mark.parametrize("loss_type,extra,fmt,precompute,padding_free", list(_oracle_params()))
+def test_every_dpo_loss_and_option_equals_dpotrainer(tiny_model_path, tmp_path, loss_type, extra, fmt, precompute,
+                                                     padding_free):
+    """Stock DPOTrainer and ours, same config (``padding_free`` too: DPOTrainer 1.16 falls back to padding, ours
+    packs the sequences), same pairs: the loss and every gradient within 1e-5, and DPOTrainer's metrics."""
+    pairs = _pairs() if fmt == "standard" else _conversational_pairs()
+    kw = _args(tmp_path, beta=0.3, max_length=64, precompute_ref_log_probs=precompute, padding_free=padding_free,
+               **extra)
+    dpo = DPOTrainer(tiny_model_path, args=DPOConfig(loss_type=loss_type, **kw), train_dataset=pairs)
+    ours = UnifiedLikelihoodTrainer(tiny_model_path, args=UnifiedLikelihoodConfig(loss_type=loss_type, **kw),
+                                    train_dataset=pairs)
+    assert ours.padding_free is padding_free and not dpo.padding_free
+    _perturb(dpo, ours)
     b_dpo, b_ours = _batch(dpo, 4), _batch(ours, 4)
     torch.testing.assert_close(b_dpo["input_ids"], b_ours["input_ids"])  # same tokenization, same layout
+    if precompute and ours._needs_reference:
+        torch.testing.assert_close(b_ours["ref_chosen_logps"], b_dpo["ref_chosen_logps"], atol=1e-5, rtol=0.0)
+    packed_shapes = []
+    hook = ours.model.model.register_forward_hook(lambda m, a, k, out: packed_shapes.append(
+        out.last_hidden_state.shape[:2]), with_kwargs=True)
     l_dpo, g_dpo = _loss_and_grads(dpo, b_dpo)
     l_ours, g_ours = _loss_and_grads(ours, b_ours)
+    hook.remove()
+    n_real = int(b_ours["attention_mask"].sum())
+    assert packed_shapes[0] == ((1, n_real) if padding_free else tuple(b_ours["input_ids"].shape))
     assert abs(l_dpo.item() - l_ours.item()) < 1e-5, (l_dpo.item(), l_ours.item())
     _assert_grads_close(g_dpo, g_ours)
-    assert l_ours.item() != pytest.approx(math.log(2.0), abs=1e-3)  # non-trivial margin
-    m = ours._metrics["train"]
-    assert m["rewards/margins"][-1] == pytest.approx(dpo._metrics["train"]["rewards/margins"][-1], abs=1e-5)
+    assert max(g.abs().max().item() for g in g_ours.values()) > 1e-4  # the loss trains (e.g. `sft` alone)
+    m_dpo, m_ours = dpo._metrics["train"], ours._metrics["train"]
+    for key in DPO_METRICS:
+        if key.startswith("rewards/") and not ours._needs_reference:
+            continue  # `sft` alone: DPOTrainer loads a reference just to log rewards; ours needs none
+        assert m_ours[key][-1] == pytest.approx(m_dpo[key][-1], abs=1e-5), key
+
+
+def test_sigmoid_sft_dpo_code_gives_dpotrainer_loss_and_update(tiny_model_path, tmp_path):
+    """Working DPO code with only the import swapped: ``loss_type=["sigmoid", "sft"]`` on pairs gives DPOTrainer's
+    logged loss and the same parameter update (one SGD step, lr 1: the update is the gradient)."""
+    pairs = _pairs()
+    kw = _args(tmp_path, beta=0.3, max_length=64, optim="sgd", learning_rate=1.0, lr_scheduler_type="constant",
+               max_grad_norm=1e9, loss_type=["sigmoid", "sft"])
+    deltas, logs = [], []
+    for trainer_cls, config_cls in ((DPOTrainer, DPOConfig), (UnifiedLikelihoodTrainer, UnifiedLikelihoodConfig)):
+        trainer = trainer_cls(tiny_model_path, args=config_cls(**kw), train_dataset=pairs)
+        _perturb(trainer)
+        before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
+        trainer.train()
+        deltas.append({n: p.detach() - before[n] for n, p in trainer.model.named_parameters()})
+        logs.append(trainer.state.log_history[0])
+    assert max(d.abs().max().item() for d in deltas[0].values()) > 1e-3
+    for name, d in deltas[0].items():
+        torch.testing.assert_close(deltas[1][name], d, atol=1e-5, rtol=0.0, msg=lambda m: f"{name}: {m}")
+    assert logs[1]["loss"] == pytest.approx(logs[0]["loss"], abs=1e-5)
+    assert logs[1]["loss/sft"] > 0  # the NLL of the chosen completions, not 0
+    for key in ("rewards/margins", "logps/chosen", "mean_token_accuracy", "entropy"):
+        assert logs[1][key] == pytest.approx(logs[0][key], abs=1e-5), key
+
+
+def test_padding_free_mixed_batch_equals_padded(tiny_model_path, tmp_path):
+    """Demonstrations, pairs and graded rows packed into one row give the padded run's loss, gradients and terms."""
+    data = [_demos(2), _pairs(2), _graded()]
+    kw = _args(tmp_path, beta=0.2, per_device_train_batch_size=7, use_weighting=True, ld_alpha=0.5)
+    runs = []
+    for padding_free in (False, True):
+        args = UnifiedLikelihoodConfig(loss_type=["sft", "sigmoid", "rwr", "rft"], padding_free=padding_free, **kw)
+        trainer = UnifiedLikelihoodTrainer(tiny_model_path, args=args, train_dataset=data)
+        _perturb(trainer, seed=3)
+        runs.append((trainer, *_loss_and_grads(trainer, _batch(trainer, 7))))
+    (padded, l_pad, g_pad), (packed, l_packed, g_packed) = runs
+    assert abs(l_pad.item() - l_packed.item()) < 1e-5
+    _assert_grads_close(g_pad, g_packed)
+    for key in ("loss/sft", "loss/sigmoid", "loss/rwr", "loss/rft", "logps/graded", "mean_token_accuracy"):
+        assert packed._metrics["train"][key][-1] == pytest.approx(padded._metrics["train"][key][-1], abs=1e-5), key
+
+
+def test_registering_a_loss_is_one_entry(tiny_model_path, tmp_path, monkeypatch):
+    """A new loss is one :data:`LOSSES` entry: the config accepts it, the trainer applies it to its rows, normalises
+    it by its denominator and logs it, with no other change."""
+    from trl_ext.core.likelihood import LOSSES, LossSpec, RowKind
+
+    spec = LossSpec("demo_sum", frozenset({RowKind.DEMONSTRATION}), False, lambda b: -b.demo_logps,
+                    lambda b: torch.full_like(b.demo_tokens, 2.0), "test: half the summed NLL per demonstration")
+    monkeypatch.setitem(LOSSES, "demo_sum", spec)
+    args = UnifiedLikelihoodConfig(loss_type=["demo_sum"], **_args(tmp_path))
+    with pytest.warns(UserWarning, match="2 preference row"):  # the registry's kinds: pairs unused by this loss
+        trainer = UnifiedLikelihoodTrainer(tiny_model_path, args=args, train_dataset=[_demos(2), _pairs(2)])
+    assert trainer.ref_model is None
+    batch = _batch(trainer, 4)
+    trainer.model.train()
+    loss = trainer.compute_loss(trainer.model, batch)
+    shift = batch["completion_mask"][:, 1:]
+    with torch.no_grad():
+        logits = trainer.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1]
+    lp = torch.log_softmax(logits.float(), -1).gather(-1, batch["input_ids"][:, 1:, None])[..., 0]
+    demo = batch["row_kind"].tolist().count(0)
+    demo_rows = slice(2 * batch["pair_rows"].numel(), 2 * batch["pair_rows"].numel() + demo)
+    expected = -(lp[demo_rows] * shift[demo_rows]).sum() / (2.0 * demo)
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+    assert trainer._metrics["train"]["loss/demo_sum"][-1] == pytest.approx(expected.item(), rel=1e-5)
 
 
 def test_precomputed_reference_equals_on_the_fly(tiny_model_path, tmp_path):
@@ -248,7 +400,9 @@ def test_mixed_batch_one_forward_and_per_kind_terms(tiny_model_path, tmp_path, t
     ref_r = [row_logps(trainer.ref_model, r, "rejected_ids") for r in rows if r["row_kind"] == 1]
     graded = [(row_logps(trainer.model, r), r["row_reward"], r["row_label"]) for r in rows if r["row_kind"] == 2]
     t = lambda xs: torch.tensor(xs, dtype=torch.float32)  # noqa: E731
-    sft = reduce_loss(*sft_loss(t([s for s, _ in demo]), t([n for _, n in demo])))
+    # `sft`: one token mean over the demonstrations and the chosen completions of the pairs (DPOTrainer's `sft`)
+    sft = reduce_loss(*sft_loss(t([s for s, _ in demo + pol_c]), t([n for _, n in demo + pol_c])))
+    nll_demo = reduce_loss(*sft_loss(t([s for s, _ in demo]), t([n for _, n in demo])))
     dpo = dpo_sigmoid_loss(t([s for s, _ in pol_c]), t([s for s, _ in pol_r]), t([s for s, _ in ref_c]),
                            t([s for s, _ in ref_r]), 0.2)[0].mean()
     gS, gN = t([g[0][0] for g in graded]), t([g[0][1] for g in graded])
@@ -260,7 +414,7 @@ def test_mixed_batch_one_forward_and_per_kind_terms(tiny_model_path, tmp_path, t
         assert m[f"loss/{key}"][-1] == pytest.approx(value.item(), rel=1e-4), key
     expected = sft + 2.0 * dpo + 0.5 * rwr + 0.25 * rft
     assert loss.item() == pytest.approx(expected.item(), rel=1e-4)
-    assert m["nll/demonstration"][-1] == pytest.approx(sft.item(), rel=1e-4)
+    assert m["nll/demonstration"][-1] == pytest.approx(nll_demo.item(), rel=1e-4)
     assert m["rows/graded"][-1] == 3 and m["rows/preference"][-1] == 2
 
 
@@ -324,7 +478,7 @@ def test_lora_cached_reference_is_base_model_not_policy(tiny_model_path, tmp_pat
     adapters disabled (the base model), never by the policy itself, even after the adapter has been trained."""
     pairs = _pairs()
     args = UnifiedLikelihoodConfig(
-        loss_type=["sigmoid", "sft"], sft_on_chosen=True, precompute_ref_log_probs=True,
+        loss_type=["sigmoid", "sft"], precompute_ref_log_probs=True,
         **_args(tmp_path, max_steps=6, learning_rate=5e-2, per_device_train_batch_size=2),
     )
     trainer = UnifiedLikelihoodTrainer(tiny_model_path, args=args, train_dataset=pairs, peft_config=_lora_config())
@@ -394,13 +548,108 @@ def test_bad_rows_raise_before_training(tiny_model_path, tmp_path):
     nan = Dataset.from_dict({"prompt": ["a", "b"], "completion": [" x", " y"], "reward": [1.0, float("nan")]})
     with pytest.raises(ValueError, match="row 1 of the train dataset: column 'reward' is nan"):
         _make(tiny_model_path, tmp_path, nan, loss_type=["rwr"])
-    long = Dataset.from_dict({"prompt": ["short", "word " * 50], "completion": [" x", " y"]})
-    with pytest.raises(ValueError, match=r"first: \[1\]\) have a prompt of ≥ max_length=16"):
+    long = Dataset.from_dict({"prompt": ["word " * 50, "word " * 60], "completion": [" x", " y"]})
+    with pytest.raises(ValueError, match=r"train dataset has no row left: the prompt of each of its 2 row\(s\) has ≥ "
+                                         r"max_length=16 tokens"):
         _make(tiny_model_path, tmp_path, long, loss_type=["sft"], max_length=16)
     with pytest.raises(ValueError, match="rows must be demonstration"):
         _make(tiny_model_path, tmp_path, Dataset.from_dict({"prompt": ["a"], "answer": ["b"]}))
     with pytest.raises(TypeError, match="must be a UnifiedLikelihoodConfig"):
         UnifiedLikelihoodTrainer(tiny_model_path, args=DPOConfig(str(tmp_path), bf16=False), train_dataset=_demos())
+
+
+def test_fully_truncated_rows_dropped_like_dpotrainer_with_one_warning(tiny_model_path, tmp_path):
+    """Rows whose prompt fills ``max_length`` are dropped, as DPOTrainer drops them, with one warning counting them."""
+    long = "word " * 40
+    pairs = Dataset.from_dict({"prompt": ["2+2?", long, "3+3?", long + "more"], "chosen": [" 4", " a", " 6", " b"],
+                               "rejected": [" 5", " c", " 7", " d"]})
+    demos = Dataset.from_dict({"prompt": [long, "1+1?"], "completion": [" x", " 2"]})
+    dpo = DPOTrainer(tiny_model_path, args=DPOConfig(**_args(tmp_path, max_length=16)), train_dataset=pairs)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ours = _make(tiny_model_path, tmp_path, [pairs, demos], max_length=16)
+    dropped = [w for w in caught if "dropped" in str(w.message)]
+    assert len(dropped) == 1, [str(w.message) for w in caught]
+    assert "dropped 3 of 6 row(s) (first: [1, 3, 4]) whose prompt has ≥ max_length=16 tokens" in str(dropped[0].message)
+    assert [r["prompt_ids"] for r in ours.train_dataset if r["row_kind"] == 1] == dpo.train_dataset["prompt_ids"]
+    assert ours.train_dataset["row_kind"] == [1, 1, 0]
+
+
+def test_reference_free_run_does_not_hash_the_model(tiny_model_path, tmp_path, monkeypatch):
+    """DPOTrainer hashes the whole model to key a precompute cache; a run without reference needs none."""
+    import trl.trainer.dpo_trainer as dpo_trainer
+
+    calls = []
+    original = dpo_trainer.hash_module
+    monkeypatch.setattr(dpo_trainer, "hash_module", lambda module: (calls.append(1), original(module))[1])
+    trainer = _make(tiny_model_path, tmp_path, _demos(), loss_type=["sft"])
+    assert calls == [] and trainer.ref_model is None and "ref_chosen_logps" not in trainer.train_dataset.column_names
+    assert dpo_trainer.hash_module is not original  # our own spy is back in place
+    _make(tiny_model_path, tmp_path, _pairs(), loss_type=["sigmoid"], precompute_ref_log_probs=True)
+    assert calls == [1]  # a reference precompute still keys its cache by the model
+
+
+def test_evaluate_with_compute_metrics_like_dpotrainer(tiny_model_path, tmp_path):
+    """``compute_metrics`` receives the logits of every sequence (recomputed, as DPOTrainer does) and the input ids."""
+    import numpy as np
+
+    seen = []
+
+    def compute_metrics(pred):
+        seen.append((pred.predictions.shape, pred.label_ids.shape))
+        logits, ids = pred.predictions[:, :-1], pred.label_ids[:, 1:]
+        return {"n_sequences": float(logits.shape[0]), "mean_logit": float(np.mean(logits)),
+                "top1_agreement": float((logits.argmax(-1) == ids).mean())}
+
+    pairs = _pairs()
+    kw = _args(tmp_path, per_device_eval_batch_size=4, loss_type=["sigmoid", "sft"])
+    results = []
+    for trainer_cls, config_cls in ((DPOTrainer, DPOConfig), (UnifiedLikelihoodTrainer, UnifiedLikelihoodConfig)):
+        trainer = trainer_cls(tiny_model_path, args=config_cls(**kw), train_dataset=pairs, eval_dataset=pairs,
+                              compute_metrics=compute_metrics)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # DPOTrainer deprecates the extra logits forward
+            results.append(trainer.evaluate())
+    dpo, ours = results
+    assert seen[0] == seen[1] and seen[1][0][0] == 8  # chosen and rejected of 4 pairs
+    for key in ("eval_loss", "eval_n_sequences", "eval_mean_logit", "eval_top1_agreement", "eval_rewards/margins"):
+        assert ours[key] == pytest.approx(dpo[key], abs=1e-5), key
+
+
+def _tiny_moe(path, tokenizer):
+    from transformers import MixtralConfig, MixtralForCausalLM
+
+    config = MixtralConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                           num_attention_heads=4, num_key_value_heads=2, num_local_experts=4, num_experts_per_tok=2,
+                           output_router_logits=True, router_aux_loss_coef=0.05, max_position_embeddings=256,
+                           tie_word_embeddings=True, bos_token_id=tokenizer.bos_token_id,
+                           eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    torch.manual_seed(0)
+    MixtralForCausalLM(config).save_pretrained(str(path))
+    tokenizer.save_pretrained(str(path))
+    return str(path)
+
+
+def test_moe_router_loss_added_and_logged_like_dpotrainer(tokenizer, tmp_path):
+    """A tiny Mixtral (from a config, router logits on): the router aux loss enters the loss and is logged as
+    ``aux_loss``, as DPOTrainer does; loss and gradients equal DPOTrainer's."""
+    moe = _tiny_moe(tmp_path / "moe", tokenizer)
+    pairs = _pairs()
+    kw = _args(tmp_path, beta=0.3, max_length=64, loss_type=["sigmoid", "sft"])
+    dpo = DPOTrainer(moe, args=DPOConfig(**kw), train_dataset=pairs)
+    ours = UnifiedLikelihoodTrainer(moe, args=UnifiedLikelihoodConfig(**kw), train_dataset=pairs)
+    assert dpo.aux_loss_enabled and ours.aux_loss_enabled
+    _perturb(dpo, ours)
+    l_dpo, g_dpo = _loss_and_grads(dpo, _batch(dpo, 4))
+    l_ours, g_ours = _loss_and_grads(ours, _batch(ours, 4))
+    assert abs(l_dpo.item() - l_ours.item()) < 1e-5
+    _assert_grads_close(g_dpo, g_ours)
+    aux = ours._metrics["train"]["aux_loss"][-1]
+    assert aux > 0 and aux == pytest.approx(dpo._metrics["train"]["aux_loss"][-1], abs=1e-6)
+    assert ours.router_aux_loss_coef == 0.05  # the architecture's own coefficient, as DPOTrainer reads it
+    ours._metrics["train"].clear()
+    ours.train()
+    assert ours.state.log_history[0]["aux_loss"] > 0
 
 
 def test_loss_without_rows_warns(tiny_model_path, tmp_path):
@@ -502,7 +751,7 @@ DP_ROWS = [
 DP_CONFIGS = {
     "live_reference": dict(loss_type=["sigmoid", "sft", "rft"], loss_weights=[1.0, 0.5, 0.25]),
     "precomputed_reference": dict(loss_type=["sigmoid", "sft", "rwr"], loss_weights=[1.0, 0.5, 0.25],
-                                  sft_on_chosen=True, precompute_ref_log_probs=True, precompute_ref_batch_size=3),
+                                  precompute_ref_log_probs=True, precompute_ref_batch_size=3),
 }
 
 
