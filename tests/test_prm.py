@@ -423,3 +423,48 @@ def test_push_to_hub_then_score_from_the_hub(run_hub_script, hub_server, tiny_mo
     assert res["base_model"] == "user/tiny-base" and res["pipeline_tag"] == "token-classification"
     files = set(hub_server.files("user/tiny-prm"))
     assert {"model.safetensors", "config.json", "tokenizer.json", "README.md"} <= files
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# The example and the benchmark, end to end on the tiny model (slow: subprocesses)
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_example_then_benchmark_run_on_the_tiny_model(tiny_model_path, tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    out = tmp_path / "prm"
+    subprocess.run([sys.executable, os.path.join(root, "examples", "prm.py"), "--model_name_or_path", tiny_model_path,
+                    "--max_steps", "2", "--train_size", "8", "--eval_size", "4", "--train_top_layers", "1",
+                    "--output_dir", str(out)], check=True, env=env, timeout=600, capture_output=True)
+    results = json.loads((out / "results.json").read_text())
+    assert set(results["summary"]) == {"untrained", "trained", "arithmetic_verifier", "all_correct"}
+    for name in ("untrained", "trained", "arithmetic_verifier"):
+        assert 0.0 <= results["summary"][name]["step_accuracy"] <= 1.0
+    # --train_top_layers 1: only the top layer (of 2), the final norm and the score head train
+    from transformers import AutoModelForTokenClassification
+
+    full = AutoModelForTokenClassification.from_pretrained(tiny_model_path, num_labels=2)
+    expected = sum(p.numel() for p in full.model.layers[-1].parameters()) + full.model.norm.weight.numel() + sum(
+        p.numel() for p in full.score.parameters())
+    assert results["trainable_parameters"] == expected
+    assert ProcessRewardModel(str(out)).correct_index == 1
+    assert "pipeline_tag: token-classification" in (out / "README.md").read_text()
+
+    bench = tmp_path / "bench"
+    for i, name in enumerate(("prm", "verifier", "grpo")):
+        cmd = [sys.executable, os.path.join(root, "benchmarks", "bench_prm.py"), "--prm", str(out), "--model",
+               tiny_model_path, "--budget_s", "4", "--eval_size", "4", "--eval_max_new_tokens", "8",
+               "--max_completion_length", "8", "--only", name, "--output_dir", str(bench)]
+        subprocess.run(cmd + (["--measure_before"] if i == 0 else []), check=True, env=env, timeout=600,
+                       capture_output=True)
+        result = json.loads((bench / f"{name}.json").read_text())
+        assert result["steps"] >= 1 and result["train_seconds"] >= 4 and 0.0 <= result["after"]["accuracy"] <= 1.0
+        if name == "prm":
+            assert all(0.0 < r < 1.0 for r in result["step_reward_mean"] if r is not None)

@@ -385,7 +385,8 @@ class PRMTrainer(HubPushMixin, ModelCardMixin, Trainer):
             model = self._wrap_peft(model, peft_config, args)
         elif _is_quantized(model):
             raise ValueError(
-                "PRMTrainer: the model is quantized (4/8-bit) and cannot be trained as is; pass a `peft_config` (QLoRA)."
+                "PRMTrainer: the model is quantized (4/8-bit) and cannot be trained as is; pass a `peft_config` "
+                "(QLoRA)."
             )
 
         # ---- tokenization ------------------------------------------------------------------------------------------
@@ -531,7 +532,8 @@ class PRMTrainer(HubPushMixin, ModelCardMixin, Trainer):
             load + "from transformers import AutoTokenizer\nfrom trl_ext.rewards import ProcessRewardModel\n\n"
             f'tokenizer = AutoTokenizer.from_pretrained("{repo_id}")\n'
             f"prm = ProcessRewardModel(model, tokenizer, step_separator={separator!r})\n"
-            'prm(prompts=["What is 2 + 3 * 4?"], steps=[["3 * 4 = 12", "2 + 12 = 14", "#### 14"]])  # P(correct) per step'
+            '# P(correct) of each step\n'
+            'prm(prompts=["What is 2 + 3 * 4?"], steps=[["3 * 4 = 12", "2 + 12 = 14", "#### 14"]])'
         )
 
     def create_model_card(self, model_name=None, dataset_name=None, tags=None) -> None:
