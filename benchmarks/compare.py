@@ -9,7 +9,14 @@ Comparisons (trl_ext side / stock TRL side):
 ``pairs``      ``UnifiedLikelihoodTrainer(loss_type=["sigmoid"])``      ``DPOTrainer(loss_type=["sigmoid"])``
 ``demos``      ``UnifiedLikelihoodTrainer(loss_type=["sft"])``          ``SFTTrainer`` (completion-only loss)
 ``mixed``      one ``UnifiedLikelihoodTrainer(["sft", "sigmoid"])`` run  ``SFTTrainer`` → save → ``DPOTrainer`` from it
+``pairs_pf``   ``pairs`` with ``padding_free=True``                     ``DPOTrainer`` with ``padding_free=True``
+``demos_pf``   ``demos`` with ``padding_free=True``                     ``SFTTrainer`` with ``padding_free=True``
 =============  =======================================================  ==============================================
+
+``*_pf``: both sides are configured padding-free. Ours packs the sequences of a batch into one row (``position_ids``);
+SFTTrainer packs likewise; TRL 1.16's ``DPOTrainer`` accepts the flag but falls back to padding (it warns so), so
+``pairs_pf`` measures our packed forward against DPOTrainer's padded one. Both sides of a ``*_pf`` run use
+``max_length=None`` (SFTTrainer refuses a ``max_length`` it would not enforce when padding-free without packing).
 
 Both sides of a comparison get the same model, data, seed, batch size, lengths, learning rate and precision. RL
 runs: ``--rl_batch`` completions per step in groups of ``--num_generations``, generation pinned to exactly
@@ -54,6 +61,8 @@ COMPARISONS = {  # name: (trl_ext run, stock run, what the ratio is of)
     "pairs": ("unified_pairs", "dpo", "Unified / DPOTrainer (pairs)"),
     "demos": ("unified_demos", "sft", "Unified / SFTTrainer (demonstrations)"),
     "mixed": ("unified_mixed", "sft_then_dpo", "Unified mixed / SFT-then-DPO"),
+    "pairs_pf": ("unified_pairs_pf", "dpo_pf", "Unified / DPOTrainer (pairs, padding_free)"),
+    "demos_pf": ("unified_demos_pf", "sft_pf", "Unified / SFTTrainer (demos, padding_free)"),
 }
 
 
@@ -124,7 +133,11 @@ def _likelihood_trainer(run: str, model: str, cfg: dict, out: str):
     common = dict(output_dir=out, per_device_train_batch_size=cfg["batch_size"], num_train_epochs=1,
                   learning_rate=1e-5, max_length=cfg["max_length"], bf16=torch.cuda.is_available(),
                   use_cpu=not torch.cuda.is_available(), gradient_checkpointing=False, logging_steps=1,
-                  save_strategy="no", report_to="none", seed=0, dataloader_pin_memory=False, disable_tqdm=True)
+                  save_strategy="no", report_to="none", seed=0, dataloader_pin_memory=False, disable_tqdm=True,
+                  padding_free=run.endswith("_pf"))
+    if run.endswith("_pf"):  # SFTTrainer enforces no max_length when padding-free without packing: neither side
+        common["max_length"] = None
+    run = run.removesuffix("_pf")
     if run == "dpo":
         return DPOTrainer(model, args=DPOConfig(loss_type=["sigmoid"], **common), train_dataset=pairs)
     if run == "sft":

@@ -393,7 +393,8 @@ def _loss_batch(P=2, D=1, G=2, **kw):
     g = torch.Generator().manual_seed(0)
     r = lambda n: -torch.rand(n, generator=g) * 5  # noqa: E731
     base = dict(params=LossParams(beta=0.5, label_smoothing=0.1), chosen_logps=r(P), rejected_logps=r(P),
-                chosen_nll_logps=r(P), chosen_tokens=torch.tensor([3.0, 1.0])[:P], rejected_tokens=torch.tensor([2.0, 4.0])[:P],
+                chosen_nll_logps=r(P), chosen_tokens=torch.tensor([3.0, 1.0])[:P],
+                rejected_tokens=torch.tensor([2.0, 4.0])[:P],
                 demo_logps=r(D), demo_tokens=torch.full((D,), 5.0), graded_logps=r(G),
                 graded_tokens=torch.tensor([2.0, 3.0])[:G], graded_rewards=torch.tensor([1.0, 0.0])[:G],
                 graded_accepted=torch.tensor([True, False])[:G], ref_chosen_logps=r(P), ref_rejected_logps=r(P))

@@ -171,7 +171,8 @@ def _bot(t):
 
 def _conversational_pairs(n=4):
     p = _pairs(n)
-    return Dataset.from_dict({"prompt": [_user(x) for x in p["prompt"]], "chosen": [_bot(x.strip()) for x in p["chosen"]],
+    return Dataset.from_dict({"prompt": [_user(x) for x in p["prompt"]],
+                              "chosen": [_bot(x.strip()) for x in p["chosen"]],
                               "rejected": [_bot(x.strip()) for x in p["rejected"]]})
 
 
@@ -201,6 +202,14 @@ def test_every_dpo_loss_and_option_equals_dpotrainer(tiny_model_path, tmp_path, 
     ours = UnifiedLikelihoodTrainer(tiny_model_path, args=UnifiedLikelihoodConfig(loss_type=loss_type, **kw),
                                     train_dataset=pairs)
     assert ours.padding_free is padding_free and not dpo.padding_free
+    if padding_free:
+        # packed attention sums in another order than padded attention: in float32 that rounding (≈ 1e-7 relative)
+        # exceeds 1e-5 absolute on the largest gradients of some losses (sppo_hard, forward_kl); in float64 the
+        # layout is the only difference left
+        for trainer in (dpo, ours):
+            for module in (trainer.model, trainer.ref_model):
+                if module is not None:
+                    module.double()
     _perturb(dpo, ours)
     b_dpo, b_ours = _batch(dpo, 4), _batch(ours, 4)
     torch.testing.assert_close(b_dpo["input_ids"], b_ours["input_ids"])  # same tokenization, same layout

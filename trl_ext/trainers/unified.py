@@ -33,10 +33,8 @@ from trl.data_utils import extract_prompt
 
 from ..core.likelihood import (
     F_DIVERGENCE_TYPES,
-    LIKELIHOOD_LOSS_TYPES,
     LOSSES,
     NLL_NORMALIZATIONS,
-    PAIR_LOSS_TYPES,
     LossBatch,
     LossParams,
     RowKind,
@@ -146,11 +144,9 @@ class UnifiedLikelihoodConfig(DPOConfig):
         if isinstance(self.loss_type, str):
             self.loss_type = [self.loss_type]
         where = "UnifiedLikelihoodConfig"
-        unknown = [t for t in self.loss_type if t not in LIKELIHOOD_LOSS_TYPES]
+        unknown = [t for t in self.loss_type if t not in LOSSES]
         if unknown:
-            raise ValueError(
-                f"{where}.loss_type: unknown loss type(s) {unknown}; choose from {list(LIKELIHOOD_LOSS_TYPES)}"
-            )
+            raise ValueError(f"{where}.loss_type: unknown loss type(s) {unknown}; choose from {list(LOSSES)}")
         if len(set(self.loss_type)) != len(self.loss_type):
             raise ValueError(f"{where}.loss_type: duplicate loss types in {self.loss_type}")
         if self.loss_weights is not None and len(self.loss_weights) != len(self.loss_type):
@@ -184,7 +180,9 @@ class UnifiedLikelihoodConfig(DPOConfig):
         if self.ld_alpha is not None and not 0.0 <= self.ld_alpha <= 1.0:
             raise ValueError(f"{where}.ld_alpha must lie in [0, 1], got {self.ld_alpha}")
         if self.truncation_mode not in ("keep_start", "keep_end"):
-            raise ValueError(f"{where}.truncation_mode must be 'keep_start' or 'keep_end', got {self.truncation_mode!r}")
+            raise ValueError(
+                f"{where}.truncation_mode must be 'keep_start' or 'keep_end', got {self.truncation_mode!r}"
+            )
         if "robust" in self.loss_type and not 0.0 <= self.label_smoothing < 0.5:
             raise ValueError(
                 f"{where}.label_smoothing must lie in [0, 0.5) for 'robust', got {self.label_smoothing}"
@@ -331,7 +329,8 @@ class UnifiedLikelihoodTrainer(HubPushMixin, ModelCardMixin, DPOTrainer):
     _card_trainer_name = "UnifiedLikelihoodTrainer"
     _card_tags = ("unified-likelihood", "dpo", "sft")
     _card_hyperparameters = ("loss_type", "loss_weights", "beta", "nll_normalization", "max_length",
-                             "precompute_ref_log_probs")
+                             "precompute_ref_log_probs", "label_smoothing", "use_weighting", "ld_alpha",
+                             "f_divergence_type", "padding_free")
     _card_plot_keys = ("loss", "rewards/accuracies", "rewards/margins", "nll/demonstration")
 
     @property
@@ -750,7 +749,7 @@ class UnifiedLikelihoodTrainer(HubPushMixin, ModelCardMixin, DPOTrainer):
         return None
 
     def _logs_rewards(self) -> bool:
-        return any(t in PAIR_LOSS_TYPES and (LOSSES[t].needs_reference or LOSSES[t].rewards is not None)
+        return any(LOSSES[t].kinds == {RowKind.PREFERENCE} and (LOSSES[t].needs_reference or LOSSES[t].rewards)
                    for t in self.loss_types)
 
     def _log_unified_metrics(self, mode, inputs, batch: LossBatch, fields, stats, aux_loss) -> None:

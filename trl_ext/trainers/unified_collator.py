@@ -167,7 +167,8 @@ class DataCollatorForUnifiedLikelihood(DataCollatorMixin):
         def add(prompt: list[int], completion: list[int]) -> None:
             ids, mask = list(prompt) + list(completion), [0] * len(prompt) + [1] * len(completion)
             if self.max_length is not None:
-                cut = slice(None, self.max_length) if self.truncation_mode == "keep_start" else slice(-self.max_length, None)
+                keep_start = self.truncation_mode == "keep_start"
+                cut = slice(None, self.max_length) if keep_start else slice(-self.max_length, None)
                 ids, mask = ids[cut], mask[cut]
             seqs.append(ids)
             masks.append(mask)
