@@ -36,6 +36,24 @@ def test_value_loss_takes_elementwise_max_not_min():
     assert clipfrac == 1.0
 
 
+def test_inactive_value_clip_is_exact_and_counts_nothing():
+    """Inside the clip range the clamped prediction is V itself, bit for bit: vf_clipfrac is exactly 0 and the loss
+    is the unclipped one (``V_old + clamp(V − V_old, ·)`` would differ from V by rounding and count ~6% of tokens)."""
+    g = torch.Generator().manual_seed(0)
+    values = torch.randn(64, 32, generator=g) * 3
+    old_values = values + torch.randn(64, 32, generator=g)
+    returns = torch.randn(64, 32, generator=g)
+    mask = torch.ones(64, 32)
+    loss, clipfrac = clipped_value_loss(values, old_values, returns, mask, cliprange_value=1e6)
+    assert clipfrac.item() == 0.0
+    assert torch.equal(loss, 0.5 * ((values - returns) ** 2).mean())
+    rounding = old_values + torch.clamp(values - old_values, -1e6, 1e6)
+    assert not torch.equal(rounding, values)  # the old formula's V_clip is not V: this test can tell them apart
+    _, tight = clipped_value_loss(values + 1.0, values, returns, mask, cliprange_value=1e-6)
+    hand = (((values + 1e-6 - returns) ** 2) > ((values + 1.0 - returns) ** 2)).float().mean()
+    assert tight.item() == pytest.approx(hand.item()) and 0.3 < tight.item() < 0.9
+
+
 def test_vf_clipfrac_measured_before_clamping():
     # the clamp is active (|V - V_old| = 2 > 0.5) but the clipped error (0.25) is not larger than the raw (1.0):
     # a clipfrac computed from the clamp alone would say 1

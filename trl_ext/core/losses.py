@@ -88,12 +88,14 @@ def clipped_value_loss(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Clipped value loss of PPO (OpenAI baselines ppo2; OpenRLHF, verl)::
 
-        V_clip      = V_old + clip(V − V_old, −ε_v, ε_v)
+        V_clip      = clip(V, V_old − ε_v, V_old + ε_v)            (= V_old + clip(V − V_old, −ε_v, ε_v))
         vf_loss     = ½ · masked_mean(max((V − R)², (V_clip − R)²))
         vf_clipfrac = masked_mean(1[(V_clip − R)² > (V − R)²])
 
     The max is element-wise, before the mean; ``vf_clipfrac`` compares the clipped error with the error of the
-    *unclamped* prediction. ``ε_v`` (``cliprange_value``) is in reward units; ``None`` disables clipping
+    *unclamped* prediction. The prediction itself is clamped (as verl and OpenRLHF do), so inside the range
+    ``V_clip`` *is* ``V`` bit for bit and an inactive clip gives ``vf_clipfrac == 0`` exactly (``V_old + clip(V −
+    V_old, …)`` differs from ``V`` by rounding and would count unclipped tokens). ``ε_v`` (``cliprange_value``) is in reward units; ``None`` disables clipping
     (``vf_loss = ½ · masked_mean((V − R)²)``, ``vf_clipfrac = 0``).
 
     Args:
@@ -115,7 +117,7 @@ def clipped_value_loss(
         return 0.5 * masked_mean(unclipped_err, mask), torch.zeros((), dtype=values.dtype, device=values.device)
     if cliprange_value <= 0:
         raise ValueError(f"clipped_value_loss: cliprange_value must be > 0 or None, got {cliprange_value}.")
-    v_clip = old_values + torch.clamp(values - old_values, -cliprange_value, cliprange_value)
+    v_clip = torch.clamp(values, old_values - cliprange_value, old_values + cliprange_value)
     clipped_err = (v_clip - returns) ** 2
     vf_loss = 0.5 * masked_mean(torch.maximum(unclipped_err, clipped_err), mask)
     vf_clipfrac = masked_mean((clipped_err > unclipped_err).to(values.dtype), mask).detach()
