@@ -5,6 +5,7 @@ from __future__ import annotations
 import doctest
 import json
 import math
+import re
 
 import pytest
 
@@ -309,7 +310,7 @@ def test_name_is_settable_and_used_by_trl():
         "fuzzy_similarity",
         "fuzzy_numeric",
         "reasoning_gym",
-        "format",
+        "format_partial_credit_0.5",  # FormatGrader(partial_credit=0.5) no longer shares "format" with FormatGrader()
         "multi_grader",
     }
 
@@ -498,3 +499,374 @@ def test_all_graders_as_grpo_reward_funcs(tiny_model_path, tmp_path, conversatio
         rewards = grader(prompts=seen["prompts"], completions=seen["completions"], **seen["kwargs"])
         assert None not in rewards
         assert logs[f"rewards/{grader.__name__}/mean"] == pytest.approx(sum(rewards) / len(rewards), abs=1e-6)
+
+
+# --------------------------------------------------------------------------------------------- issue 13: real references
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # each extraction error listed in issue 13
+        ("The answer is 5. Wait\u2026 so the answer is 6.", "6"),
+        ("The answer is 30, because 5 * 6 = 30 and 2 + 2 = 4.", "30"),
+        ("She lost -$50 on it.", "-50"),
+        ("She lost \u2212$50 on it.", "-50"),
+        ("The balance is $-50.", "-50"),
+        ("The area is 14 m^2", "14"),
+        ("The area is 14 m^{2}", "14"),
+        ("It holds 1 000 litres", "1000"),
+        ("It holds 1\u202f000 litres", "1000"),
+        ("\\$1{,}000", "1000"),
+        ("we get 10\\,000", "10000"),
+        ("so 4.2e1", "4.2e1"),
+        ("so 1.5\\times10^{3}", "1.5e3"),
+        ("so 1.5 \u00d7 10^3 metres", "1.5e3"),
+        ("she has seven", "seven"),
+        ("The answer is twenty-one.", "twenty-one"),
+        ("#### \u22127", "-7"),
+        ("The answer is \u221212.", "-12"),
+        # neighbours that must keep working
+        ("The answer is 5. Hmm, wrong. Actually the answer is 8.", "8"),
+        ("I think the answer should be 17.", "17"),
+        ("The answer is 3 apples", "3 apples"),
+        ("The probability is \\frac{1}{6}.", "1/6"),
+        ("I have 3 apples and 10 pears", "10"),
+        ("scores 12, 500 and 7", "7"),  # comma + space is a list, not thousands
+        ("the first one", None),  # a lone "one" is a pronoun
+        ("25% of them", "25%"),
+        ("x^2 + y^2", None),
+    ],
+)
+def test_extraction_errors_of_issue_13(text, expected):
+    assert extract_answer(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("s", "expected"),
+    [
+        ("seven", 7.0),
+        ("twenty-one", 21.0),
+        ("one hundred and five", 105.0),
+        ("negative five", -5.0),
+        ("two thousand three hundred", 2300.0),
+        ("4.2e1", 42.0),
+        ("1.5\\times10^{3}", 1500.0),
+        ("1.5 \u00d7 10^3", 1500.0),
+        ("1 000", 1000.0),
+        ("1{,}000", 1000.0),
+        ("-$50", -50.0),
+        ("\u2212$50", -50.0),
+        ("$-50", -50.0),
+        ("\\$18.00", 18.0),
+        ("\u20ac45", 45.0),
+        ("1 1/2", 1.5),
+        ("-\\frac{3}{4}", -0.75),
+        ("\\dfrac{3}{4}", 0.75),
+        ("50\\%", 50.0),
+        ("40 percent", 40.0),
+        ("\u22127", -7.0),
+        ("twelve apples", None),
+        ("1_000", None),
+        ("1 00", None),
+    ],
+)
+def test_parse_number_forms(s, expected):
+    assert parse_number(s) == expected
+
+
+GSM8K_RATIONALE = (
+    "Natalia sold 48/2 = <<48/2=24>>24 clips in May.\n"
+    "Natalia sold 48+24 = <<48+24=72>>72 clips altogether in April and May.\n#### 72"
+)
+
+
+@pytest.mark.parametrize(
+    ("reference", "expected"),
+    [
+        (GSM8K_RATIONALE, "72"),
+        ("so the total is 1,000.\n#### 1,000", "1000"),
+        ("\\boxed{42}", "42"),
+        ("Therefore, the final answer is $\\boxed{7}$.", "7"),
+        ("The answer is 7.", "7"),
+        ("$42$", "42"),
+        ("$\\frac{1}{2}$", "\\frac{1}{2}"),
+        ("**12**", "12"),
+        ("\\(12\\)", "12"),
+        ("25%", "25%"),
+        ("1,000", "1,000"),  # already a number: kept as written
+        ("x + 1", "x + 1"),
+        ("Paris", "Paris"),
+        ("", None),
+        (None, None),
+        (72, "72"),
+    ],
+)
+def test_reference_answer(reference, expected):
+    from trl_ext.rewards import reference_answer
+
+    assert reference_answer(reference) == expected
+
+
+def test_numeric_match_reads_rationale_references():
+    grader = NumericMatch()
+    completions = ["She sold 72 clips.", "#### 72", "#### 24", "The answer is 7, since 3 + 4 = 7.", "\\boxed{42}"]
+    answers = [GSM8K_RATIONALE, GSM8K_RATIONALE, GSM8K_RATIONALE, "The answer is 7.", "\\boxed{42}"]
+    assert grader(completions=completions, answer=answers) == [1.0, 1.0, 0.0, 1.0, 1.0]
+    # references that state no number stay "not applicable"
+    assert grader(completions=["#### 1"] * 3, answer=["x + 1", "Paris", "The answer is a cat."]) == [None] * 3
+
+
+@pytest.mark.parametrize(
+    ("output", "reference", "expected"),
+    [
+        ("#### 3/4", "0.75", 1.0),
+        ("#### 0.75", "\\frac{3}{4}", 1.0),
+        ("#### 2/4", "1/2", 1.0),
+        ("#### 1 1/2", "1.5", 1.0),
+        ("#### 25%", "0.25", 1.0),  # p % ↔ p / 100
+        ("#### 25%", "25", 1.0),  # p % ↔ p ("what percent…" references)
+        ("#### 0.25", "25%", 1.0),
+        ("#### 25", "25%", 1.0),
+        ("#### 40%", "4", 0.0),
+        ("#### 0.4", "4", 0.0),
+        ("#### 3/5", "0.75", 0.0),
+        ("#### seven", "7", 1.0),
+        ("#### 7", "seven", 1.0),
+        ("#### 4.2e1", "42", 1.0),
+        ("#### 2^{10}", "1024", 1.0),
+        ("#### 94*4 - 61 - 6", "309", 1.0),
+        ("#### 5 or 6", "5", 0.0),  # a hedge states no answer
+        ("#### -$50", "-50", 1.0),
+        ("#### -$50", "50", 0.0),
+    ],
+)
+def test_numeric_equivalence(output, reference, expected):
+    assert NumericMatch()(completions=[output], answer=[reference]) == [expected]
+
+
+def test_exact_match_reads_rationale_references():
+    grader = ExactMatch()
+    assert grader(completions=["#### 72", "#### 71", "#### Paris"], answer=[GSM8K_RATIONALE] * 2 + ["The answer is Paris."]) == [
+        1.0,
+        0.0,
+        1.0,
+    ]
+    assert grader(completions=["#### seven"], answer=["7"]) == [1.0]
+
+
+def test_parameters_make_distinct_names():
+    assert NumericMatch().__name__ == "numeric_match"
+    assert NumericMatch(rel_tol=0.01).__name__ == "numeric_match_rel_tol_0.01"
+    assert NumericMatch(abs_tol=0.5, answer_column="solution").__name__ == "numeric_match_answer_column_solution_abs_tol_0.5"
+    assert NumericMatch(rel_tol=0.01, name="mine").__name__ == "mine"
+    assert ExactMatch(case_sensitive=True).__name__ == "exact_match_case_sensitive_True"
+    assert ExactMatch(extract=False).__name__ == "exact_match_extract_False"
+    assert Contains().__name__ == "contains" and Contains(extract=True).__name__ == "contains_extract_True"
+    assert FuzzySimilarity(method="numeric").__name__ == "fuzzy_similarity_method_numeric"
+    assert FormatGrader().__name__ == "format"
+    assert FormatGrader(pattern=r"Answer: \d+").__name__.startswith("format_pattern_")
+    assert FormatGrader(pattern=r"Answer: \d+").__name__ != FormatGrader(pattern=r"Answer: \w+").__name__
+    assert ReasoningGymScorer("chain_sum").__name__ == "reasoning_gym"  # default_grader(task) keeps its metric key
+    import re
+
+    for grader in (NumericMatch(rel_tol=1e-3, answer_column=("answer", "solution")), FormatGrader(pattern="(a|b)$")):
+        assert re.fullmatch(r"[\w.-]+", grader.__name__), grader.__name__  # metric-key safe (TensorBoard, MLflow)
+
+
+def test_answer_column_candidates():
+    grader = NumericMatch(answer_column=("answer", "solution"))
+    assert grader(completions=["#### 3", "#### 4"], solution=["3", "5"]) == [1.0, 0.0]
+    assert grader(completions=["#### 3"], answer=["3"], solution=["9"]) == [1.0]  # the first present column wins
+    assert grader(completions=["#### 3"], other=["3"]) == [None]
+    with pytest.raises(ValueError, match="answer_column"):
+        NumericMatch(answer_column=())
+
+
+def test_module_level_functions():
+    from trl_ext.rewards import exact_match, math_verify_match, numeric_match
+
+    assert numeric_match.__name__ == "numeric_match" and exact_match.__name__ == "exact_match"
+    assert math_verify_match.__name__ == "math_verify_match"
+    assert numeric_match(completions=["#### 72", "#### 7"], answer=[GSM8K_RATIONALE, "8"]) == [1.0, 0.0]
+    assert numeric_match(completions=["#### 72"], solution=[GSM8K_RATIONALE]) == [1.0]
+    assert exact_match(completions=[conv("#### Paris")], answer=["paris"]) == [1.0]
+    assert math_verify_match(completions=["\\boxed{2\\sqrt{2}}", "\\boxed{3}"], solution=["\\sqrt{8}", "\\sqrt{8}"]) == [
+        1.0,
+        0.0,
+    ]
+    # TRL passes these keyword arguments to every reward function
+    out = numeric_match(prompts=["q"], completions=["#### 1"], completion_ids=[[1]], answer=["1"], trainer_state=None,
+                        log_extra=print, log_metric=print)
+    assert out == [1.0]
+    import pickle
+
+    assert pickle.loads(pickle.dumps(numeric_match)) is numeric_match  # TRL's async rollout pickles reward funcs
+
+
+def test_module_level_functions_resolve_like_trl_grpo_script():
+    """TRL's `trl grpo --reward_funcs a.b.c` does: rsplit(".", 1) → importlib.import_module(a.b) → getattr(c)."""
+    import importlib
+
+    for dotted in ("trl_ext.rewards.numeric_match", "trl_ext.rewards.exact_match", "trl_ext.rewards.math_verify_match"):
+        module_path, func_name = dotted.rsplit(".", 1)
+        func = getattr(importlib.import_module(module_path), func_name)
+        assert callable(func) and not isinstance(func, type), dotted
+        assert func(completions=["#### 72"], answer=[GSM8K_RATIONALE]) == [1.0], dotted
+
+
+def test_math_verify_grader():
+    from trl_ext.rewards import MathVerify
+
+    grader = MathVerify()
+    assert grader.__name__ == "math_verify"
+    completions = ["\\boxed{2\\sqrt{2}}", "\\boxed{\\frac{2}{4}}", "#### 72", "\\boxed{\\pi}", "\\boxed{2\\pi}", "", "#### 1"]
+    answers = ["\\sqrt{8}", "\\frac{1}{2}", GSM8K_RATIONALE, "\\pi", "\\pi", "\\pi", None]
+    assert grader(completions=completions, answer=answers) == [1.0, 1.0, 1.0, 1.0, 0.0, 0.0, None]
+    assert MathVerify(rel_tol=0.1).__name__ == "math_verify_rel_tol_0.1"
+    assert MathVerify(rel_tol=0.1)(completions=["#### 95"], answer=["100"]) == [1.0]
+    garbage = grader(completions=GARBAGE, answer=["7"] * len(GARBAGE))
+    assert garbage == [0.0] * len(GARBAGE)
+
+
+def test_math_verify_missing_package_is_a_clear_error(monkeypatch):
+    import builtins
+
+    from trl_ext.rewards import MathVerify
+
+    real_import = builtins.__import__
+
+    def no_math_verify(name, *args, **kwargs):
+        if name == "math_verify" or name.startswith("math_verify."):
+            raise ImportError("No module named 'math_verify'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_math_verify)
+    with pytest.raises(ImportError, match=r"pip install 'trl-ext\[math\]'"):
+        MathVerify()
+
+
+# --------------------------------------------------------------------------------------------- the probe's all-None check
+
+
+def test_check_rewards_not_all_none_names_function_and_column():
+    from trl_ext.trainers.rft_checks import check_rewards_not_all_none
+
+    check_rewards_not_all_none("g", [None, 0.0])  # one applicable sample is enough
+    check_rewards_not_all_none("g", [])
+    grader = NumericMatch(answer_column="solution")
+    with pytest.raises(ValueError, match=r"'numeric_match_answer_column_solution'.*None for all 2.*'solution' holds e\.g\. 'x \+ 1'"):
+        check_rewards_not_all_none(grader.__name__, [None, None], grader, {"solution": ["x + 1", "y"]})
+    with pytest.raises(ValueError, match=r"'solution' is not in the dataset \(columns: \['answer'\]\)"):
+        check_rewards_not_all_none(grader.__name__, [None, None], grader, {"answer": ["1", "2"]})
+    from trl_ext.rewards import numeric_match
+
+    with pytest.raises(ValueError, match=r"'answer' / 'solution' is not in the dataset"):
+        check_rewards_not_all_none("numeric_match", [None], numeric_match, {"label": ["1"]})
+
+
+def _probe_dataset(answers):
+    from datasets import Dataset
+
+    return Dataset.from_dict({"prompt": [f"Question {i}?" for i in range(len(answers))], "answer": answers})
+
+
+@pytest.mark.parametrize("trainer_name", ["rft", "process_grpo"])
+def test_trainers_reject_an_unusable_reference_column_at_the_probe(tiny_model_path, tmp_path, trainer_name):
+    from trl_ext.rewards import ArithmeticStepVerifier
+
+    if trainer_name == "rft":
+        from trl_ext.trainers import RFTConfig as Config
+        from trl_ext.trainers import RFTTrainer as Trainer
+
+        extra = {}
+    else:
+        from trl_ext.trainers import ProcessGRPOConfig as Config
+        from trl_ext.trainers import ProcessGRPOTrainer as Trainer
+
+        extra = {"process_reward_funcs": [ArithmeticStepVerifier()]}
+    args = Config(output_dir=str(tmp_path), per_device_train_batch_size=2, num_generations=2, max_completion_length=4,
+                  max_steps=1, report_to="none", use_cpu=True, save_strategy="no")
+    with pytest.raises(ValueError, match=r"'numeric_match' returned None for all 2 probe samples.*'answer' holds e\.g\. 'a cat'"):
+        Trainer(model=tiny_model_path, reward_funcs=[NumericMatch()], args=args,
+                train_dataset=_probe_dataset(["a cat", "a dog", "a cow", "a hen"]), **extra)
+    # GSM8K rationales are usable references: no error
+    Trainer(model=tiny_model_path, reward_funcs=[NumericMatch()], args=args,
+            train_dataset=_probe_dataset([GSM8K_RATIONALE] * 4), **extra)
+
+
+# --------------------------------------------------------------------------------------------- TRL: GSM8K references
+
+
+def gsm8k_rows(n: int = 4) -> list[dict]:
+    """GSM8K-format rows (question → prompt; answer = rationale with <<a*b=c>> annotations ending in #### N)."""
+    rows = []
+    for i in range(n):
+        a, b = 3 + i, 4 + 2 * i
+        rows.append({
+            "prompt": f"Tom has {a} bags with {b} apples each. How many apples does he have? End with #### <answer>.",
+            "answer": f"Tom has {a} * {b} = <<{a}*{b}={a * b}>>{a * b} apples.\n#### {a * b}",
+        })
+    return rows
+
+
+def test_same_class_graders_get_distinct_metric_keys_in_grpo(tiny_model_path, tmp_path):
+    from datasets import Dataset
+    from trl import GRPOConfig, GRPOTrainer
+
+    from trl_ext.rewards import MathVerify, math_verify_match
+
+    graders = [NumericMatch(), NumericMatch(rel_tol=0.5), ExactMatch(), ExactMatch(numeric=False), MathVerify(),
+               math_verify_match]
+    seen: dict = {}
+
+    def record(prompts, completions, **kwargs):
+        seen.update(prompts=prompts, completions=completions, kwargs=kwargs)
+        return [0.0] * len(completions)
+
+    config = GRPOConfig(output_dir=str(tmp_path), per_device_train_batch_size=4, num_generations=4,
+                        max_completion_length=8, max_steps=1, report_to="none", use_cpu=True, logging_steps=1,
+                        save_strategy="no", seed=0)
+    trainer = GRPOTrainer(model=tiny_model_path, reward_funcs=[*graders, record], args=config,
+                          train_dataset=Dataset.from_list(gsm8k_rows()))
+    names = [g.__name__ for g in graders]
+    assert trainer.reward_func_names[: len(graders)] == names
+    assert len(set(names)) == len(names), names
+    trainer.train()
+    logs = {key: value for entry in trainer.state.log_history for key, value in entry.items()}
+    for grader in graders:
+        rewards = grader(prompts=seen["prompts"], completions=seen["completions"], **seen["kwargs"])
+        assert None not in rewards, grader.__name__  # the GSM8K rationale is a usable reference
+        key = f"rewards/{grader.__name__}/mean"
+        assert logs[key] == pytest.approx(sum(rewards) / len(rewards), abs=1e-6), key
+
+
+def test_trl_grpo_script_resolves_our_reward_funcs(tiny_model_path, tmp_path):
+    """`trl grpo --reward_funcs trl_ext.rewards.numeric_match …` runs TRL's own script (trl/scripts/grpo.py), whose
+    main() resolves each dotted path with importlib; one step on a local GSM8K-format jsonl logs our rewards."""
+    import os
+    import subprocess
+    import sys
+
+    data = tmp_path / "gsm8k"
+    data.mkdir()
+    with open(data / "train.jsonl", "w") as f:
+        for row in gsm8k_rows():
+            f.write(json.dumps(row) + "\n")
+    cmd = [
+        sys.executable, "-m", "trl.scripts.grpo", "--model_name_or_path", str(tiny_model_path),
+        "--dataset_name", str(data), "--output_dir", str(tmp_path / "out"),
+        "--reward_funcs", "trl_ext.rewards.numeric_match", "trl_ext.rewards.math_verify_match",
+        "--max_steps", "1", "--per_device_train_batch_size", "2", "--num_generations", "2",
+        "--max_completion_length", "8", "--use_cpu", "--report_to", "none", "--logging_steps", "1",
+        "--save_strategy", "no", "--dtype", "float32",
+    ]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "CUDA_VISIBLE_DEVICES": ""}
+    result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600, cwd=tmp_path)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-4000:]
+    for name in ("numeric_match", "math_verify_match"):
+        match = re.search(rf"'rewards/{name}/mean': '?([-\d.e+na]+)", output)
+        assert match, f"rewards/{name}/mean not logged:\n{output[-3000:]}"
+        assert math.isfinite(float(match.group(1))), match.group(0)
+    assert "All reward functions returned None" not in output

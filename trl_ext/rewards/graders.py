@@ -19,6 +19,7 @@ Example:
 from __future__ import annotations
 
 import difflib
+import hashlib
 import json
 import logging
 import math
@@ -27,7 +28,7 @@ from collections.abc import Callable, Mapping, Sequence
 from functools import lru_cache
 from typing import Any, Literal
 
-from .extract import completion_text, extract_answer, parse_number
+from .extract import _stated, completion_text, extract_answer, numbers_match, parse_number, reference_answer
 
 __all__ = [
     "Grader",
@@ -39,6 +40,8 @@ __all__ = [
     "FormatGrader",
     "MultiGrader",
     "default_grader",
+    "exact_match",
+    "numeric_match",
 ]
 
 logger = logging.getLogger(__name__)
@@ -61,14 +64,41 @@ def _normalize(text: str) -> str:
 
 
 def _numeric_answer(prediction: str) -> float | None:
-    """The number a free-form answer states: the whole text if numeric, else the first number after the last
-    ``=`` (``"18 apples"`` → 18, ``"3 * 4 = 12"`` → 12)."""
-    value = parse_number(prediction)
-    if value is not None:
-        return value
-    tail = prediction.rsplit("=", 1)[-1]
-    match = re.search(r"-?\d[\d,]*(?:\.\d+)?(?:/\d+)?", tail.translate({0x2212: "-"}))
-    return parse_number(match.group(0)) if match else None
+    """The number a free-form model answer states (:func:`~trl_ext.rewards.extract.stated_number`)."""
+    parsed = _stated(prediction, False)
+    return None if parsed is None else parsed[0]
+
+
+def _reference_number(reference: str | None) -> tuple[float, bool] | None:
+    """``(value, is_percent)`` of a reference that states a number (a bare number, or a rationale ending in
+    ``#### N`` / ``\\boxed{N}`` / "The answer is N"), else ``None``."""
+    return _stated(reference_answer(reference), True)
+
+
+def _name_value(value: Any) -> str:
+    """A parameter value as a metric-key-safe string (letters, digits, ``_ . -``)."""
+    if isinstance(value, float):
+        value = f"{value:g}"
+    elif isinstance(value, (list, tuple)):
+        value = "-".join(_name_value(v) for v in value)
+    return re.sub(r"[^\w.-]+", "-", str(value)).strip("-") or "x"
+
+
+def parameter_name(base: str, **params: tuple[Any, Any]) -> str:
+    """``base`` followed by ``_<param>_<value>`` for every parameter given as ``(value, default)`` whose value is
+    not its default, so that two graders of one class with different settings log under distinct TRL metric keys
+    (``rewards/<name>/mean``). Only letters, digits, ``_``, ``.`` and ``-`` are used (safe for TensorBoard, MLflow
+    and W&B).
+
+    Example:
+        >>> parameter_name("numeric_match", rel_tol=(0.01, 1e-06), abs_tol=(1e-09, 1e-09))
+        'numeric_match_rel_tol_0.01'
+    """
+    parts = [base]
+    for key, (value, default) in params.items():
+        if value != default:
+            parts.append(f"{key}_{_name_value(value)}")
+    return "_".join(parts)
 
 
 def _check_tolerance(name: str, value: float) -> float:
@@ -81,10 +111,13 @@ class Grader:
     """Base class: reads the reference from ``answer_column`` and scores each completion with :meth:`score`.
 
     Args:
-        answer_column: dataset column holding the reference answer.
+        answer_column: dataset column holding the reference answer, or a sequence of candidate columns (the first
+            one present in the batch is used, e.g. ``("answer", "solution")``).
         extract: grade the answer extracted by :func:`~trl_ext.rewards.extract_answer` (``True``) or the whole
             completion text (``False``).
-        name: value of ``__name__`` (the name TRL logs under); defaults to the class's ``default_name``.
+        name: value of ``__name__`` (the name TRL logs under); defaults to the class's ``default_name`` followed by
+            the parameters that differ from their defaults (``NumericMatch(rel_tol=0.01)`` →
+            ``numeric_match_rel_tol_0.01``), so that two graders of one class get distinct metric keys.
 
     Subclasses implement ``score(prediction, reference, row) -> float | None`` where ``prediction`` is the
     extracted answer (``None`` if there is none) or the whole text, ``reference`` is a non-empty ``str`` and ``row``
@@ -94,16 +127,38 @@ class Grader:
 
     default_name = "grader"
     requires_reference = True
+    _default_extract = True
 
-    def __init__(self, *, answer_column: str = "answer", extract: bool = True, name: str | None = None) -> None:
-        if not isinstance(answer_column, str) or not answer_column:
-            raise ValueError(f"answer_column must be a non-empty str, got {answer_column!r}")
+    def __init__(
+        self, *, answer_column: str | Sequence[str] = "answer", extract: bool = True, name: str | None = None
+    ) -> None:
+        columns = (answer_column,) if isinstance(answer_column, str) else tuple(answer_column or ())
+        if not columns or not all(isinstance(c, str) and c for c in columns):
+            raise ValueError(f"answer_column must be a non-empty str or a sequence of them, got {answer_column!r}")
         if name is not None and (not isinstance(name, str) or not name):
             raise ValueError(f"name must be a non-empty str, got {name!r}")
-        self.answer_column = answer_column
+        self.answer_column = answer_column if isinstance(answer_column, str) else columns
+        self._answer_columns = columns
         self.extract = bool(extract)
-        self.__name__ = name or self.default_name
+        self._explicit_name = name
+        # subclasses call _rename() once their own parameters are set
+        self.__name__ = name or parameter_name(self.default_name, **Grader._name_params(self))
         self._warned = False
+
+    def _name_params(self) -> dict[str, tuple[Any, Any]]:
+        """``{parameter: (value, default)}`` that the default ``__name__`` reflects; subclasses extend it."""
+        return {
+            "answer_column": (self.answer_column, "answer"),
+            "extract": (self.extract, self._default_extract),
+        }
+
+    def _parameter_name(self) -> str:
+        return parameter_name(self.default_name, **self._name_params())
+
+    def _rename(self) -> None:
+        """Recompute the default ``__name__`` once a subclass has set its own parameters."""
+        if self._explicit_name is None:
+            self.__name__ = self._parameter_name()
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.__name__!r})"
@@ -131,14 +186,15 @@ class Grader:
         return rewards
 
     def _references(self, columns: Mapping[str, list[Any]], n: int) -> list[Any]:
-        values = columns.get(self.answer_column)
-        if values is not None:
-            return values
+        for column in self._answer_columns:
+            values = columns.get(column)
+            if values is not None:
+                return values
         if self.requires_reference and not self._warned and n:
             logger.warning(
-                "%s: column %r missing or of the wrong length; every sample is graded None.",
+                "%s: column %s missing or of the wrong length; every sample is graded None.",
                 self.__name__,
-                self.answer_column,
+                " / ".join(repr(c) for c in self._answer_columns),
             )
             self._warned = True
         return [None] * n
@@ -185,7 +241,8 @@ class ExactMatch(Grader):
 
     Normalisation: strip, case-fold (unless ``case_sensitive``), collapse whitespace; with ``numeric=True``
     (default) two answers that both parse as numbers are compared as numbers (``"5.0" == "5"``,
-    ``"1,234" == "1234"``, ``"1/2" == "0.5"``).
+    ``"1,234" == "1234"``, ``"1/2" == "0.5"``, ``"seven" == "7"``). A reference that is a rationale is reduced to
+    the answer it states (:func:`~trl_ext.rewards.reference_answer`: ``#### N``, ``\\boxed{N}``, "The answer is N").
 
     Example:
         >>> grader = ExactMatch()
@@ -201,10 +258,16 @@ class ExactMatch(Grader):
         super().__init__(**kwargs)
         self.numeric = bool(numeric)
         self.case_sensitive = bool(case_sensitive)
+        self._rename()
+
+    def _name_params(self) -> dict[str, tuple[Any, Any]]:
+        return {**super()._name_params(), "numeric": (self.numeric, True), "case_sensitive": (self.case_sensitive, False)}
 
     def score(self, prediction: str | None, reference: str | None, row: dict[str, Any]) -> float:
         if prediction is None or reference is None:
             return 0.0
+        if self.extract:
+            reference = reference_answer(reference) or reference
         if self.numeric:
             pred_value, ref_value = parse_number(prediction), parse_number(reference)
             if pred_value is not None and ref_value is not None:
@@ -217,9 +280,12 @@ class ExactMatch(Grader):
 class NumericMatch(Grader):
     """1.0 if the stated number equals the reference within ``math.isclose(rel_tol, abs_tol)``, else 0.0.
 
-    The prediction is the extracted answer parsed as a number; if it is not a bare number (``"18 apples"``,
-    ``"x = 5"``) the first number after its last ``=`` is used. A reference that is not a number gives
-    ``None`` (not applicable), so the grader can be mixed with others on datasets of expression answers.
+    The prediction is the number the extracted answer states (:func:`~trl_ext.rewards.stated_number`:
+    ``"18 apples"`` → 18, ``"x = 5"`` → 5, ``"2^{10}"`` → 1024, ``"5 or 6"`` → none). The reference may be a
+    number (``"1,000"``, ``"3/4"``, ``"\\frac{1}{2}"``, ``"25%"``, ``"seven"``) or a rationale stating one
+    (GSM8K's ``… #### 72``, ``\\boxed{42}``, "The answer is 7"); fractions, decimals and percentages are compared
+    as numbers, and ``p %`` matches ``p`` and ``p / 100``. A reference that states no number gives ``None`` (not
+    applicable), so the grader can be mixed with others on datasets of expression answers.
 
     Example:
         >>> grader = NumericMatch(rel_tol=0.01)
@@ -235,15 +301,19 @@ class NumericMatch(Grader):
         super().__init__(**kwargs)
         self.rel_tol = _check_tolerance("rel_tol", rel_tol)
         self.abs_tol = _check_tolerance("abs_tol", abs_tol)
+        self._rename()
+
+    def _name_params(self) -> dict[str, tuple[Any, Any]]:
+        return {**super()._name_params(), "rel_tol": (self.rel_tol, 1e-6), "abs_tol": (self.abs_tol, 1e-9)}
 
     def score(self, prediction: str | None, reference: str | None, row: dict[str, Any]) -> float | None:
-        ref_value = parse_number(reference)
-        if ref_value is None:
+        ref = _reference_number(reference)
+        if ref is None:
             return None
-        pred_value = _numeric_answer(prediction) if prediction is not None else None
-        if pred_value is None:
+        pred = _stated(prediction, False) if prediction is not None else None
+        if pred is None:
             return 0.0
-        return float(math.isclose(pred_value, ref_value, rel_tol=self.rel_tol, abs_tol=self.abs_tol))
+        return float(numbers_match(pred, ref, self.rel_tol, self.abs_tol))
 
 
 class Contains(Grader):
@@ -260,10 +330,15 @@ class Contains(Grader):
     """
 
     default_name = "contains"
+    _default_extract = False
 
     def __init__(self, *, whole_word: bool = True, extract: bool = False, **kwargs: Any) -> None:
         super().__init__(extract=extract, **kwargs)
         self.whole_word = bool(whole_word)
+        self._rename()
+
+    def _name_params(self) -> dict[str, tuple[Any, Any]]:
+        return {**super()._name_params(), "whole_word": (self.whole_word, True)}
 
     def score(self, prediction: str | None, reference: str | None, row: dict[str, Any]) -> float:
         if prediction is None or reference is None:
@@ -297,6 +372,10 @@ class FuzzySimilarity(Grader):
             raise ValueError(f"method must be 'ratio' or 'numeric', got {method!r}")
         super().__init__(**kwargs)
         self.method = method
+        self._rename()
+
+    def _name_params(self) -> dict[str, tuple[Any, Any]]:
+        return {**super()._name_params(), "method": (self.method, "ratio")}
 
     def score(self, prediction: str | None, reference: str | None, row: dict[str, Any]) -> float | None:
         if self.method == "numeric":
@@ -307,9 +386,10 @@ class FuzzySimilarity(Grader):
 
     @staticmethod
     def _numeric(prediction: str | None, reference: str | None) -> float | None:
-        ref_value = parse_number(reference)
-        if ref_value is None:
+        ref = _reference_number(reference)
+        if ref is None:
             return None
+        ref_value = ref[0]
         pred_value = _numeric_answer(prediction) if prediction is not None else None
         if pred_value is None:
             return 0.0
@@ -376,6 +456,15 @@ class ReasoningGymScorer(Grader):
         self.task = task
         self.task_column = task_column
         self.metadata_column = metadata_column
+        self._rename()
+
+    def _name_params(self) -> dict[str, tuple[Any, Any]]:
+        # the task is left out on purpose: default_grader(task) keeps logging under `rewards/reasoning_gym/mean`
+        return {
+            **super()._name_params(),
+            "task_column": (self.task_column, "task"),
+            "metadata_column": (self.metadata_column, "metadata"),
+        }
 
     def score(self, prediction: str | None, reference: str | None, row: dict[str, Any]) -> float | None:
         task = self.task or row.get(self.task_column)
@@ -421,6 +510,16 @@ class FormatGrader(Grader):
         if not 0.0 <= partial_credit <= 1.0:
             raise ValueError(f"partial_credit must be in [0, 1], got {partial_credit!r}")
         self.partial_credit = float(partial_credit)
+        self._rename()
+
+    def _name_params(self) -> dict[str, tuple[Any, Any]]:
+        pattern = self.pattern.pattern
+        digest = hashlib.sha1(pattern.encode()).hexdigest()[:8]
+        return {
+            **super()._name_params(),
+            "pattern": (digest if pattern != r"####\s*\S.*" else None, None),
+            "partial_credit": (self.partial_credit, 0.0),
+        }
 
     def _safe_score(self, completion: Any, reference: Any, row: dict[str, Any]) -> float:
         lines = [line.strip() for line in completion_text(completion).splitlines() if line.strip()]
@@ -519,3 +618,42 @@ def default_grader(task: str | None = None) -> Grader:
         f"no default grader for task {task!r} (not a reasoning-gym task); use ExactMatch, NumericMatch or "
         "another grader from trl_ext.rewards"
     )
+
+
+# ------------------------------------------------------------------------------------------ module-level functions
+# TRL's `trl grpo --reward_funcs my_pkg.module.func` imports a *function* by its dotted path. These read the reference
+# from the `answer` column, or from `solution` (the column name of TRL's `accuracy_reward` and of MATH-style
+# datasets) when there is no `answer` column.
+
+_EXACT_MATCH = ExactMatch(answer_column=("answer", "solution"), name="exact_match")
+_NUMERIC_MATCH = NumericMatch(answer_column=("answer", "solution"), name="numeric_match")
+
+
+def exact_match(completions: Sequence[Any], **kwargs: Any) -> list[Reward]:
+    """:class:`ExactMatch` with its defaults as a plain reward function (``trl_ext.rewards.exact_match``).
+
+    The reference is read from the ``answer`` column, else from ``solution``.
+
+    Example:
+        >>> exact_match(completions=["#### Paris", "#### 5.0"], answer=["paris", "5"])
+        [1.0, 1.0]
+    """
+    return _EXACT_MATCH(completions=completions, **kwargs)
+
+
+exact_match.answer_column = _EXACT_MATCH.answer_column  # read by the trainers' probe to name the column in errors
+
+
+def numeric_match(completions: Sequence[Any], **kwargs: Any) -> list[Reward]:
+    """:class:`NumericMatch` with its defaults as a plain reward function (``trl_ext.rewards.numeric_match``).
+
+    The reference is read from the ``answer`` column, else from ``solution``; it may be a GSM8K rationale.
+
+    Example:
+        >>> numeric_match(completions=["The answer is 72.", "#### 7"], solution=["She sold 24.\\n#### 72", "8"])
+        [1.0, 0.0]
+    """
+    return _NUMERIC_MATCH(completions=completions, **kwargs)
+
+
+numeric_match.answer_column = _NUMERIC_MATCH.answer_column
