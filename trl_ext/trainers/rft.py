@@ -84,6 +84,7 @@ from .rft_checks import (
     check_prompt_column,
     check_quantization,
     check_rewards,
+    check_rewards_not_all_none,
     resolve_reward_processing_classes,
     validated_reward_func,
 )
@@ -485,6 +486,7 @@ class RFTTrainer(HubPushMixin, ModelCardMixin, VLLMSyncMixin, GRPOTrainer):
                     loop.close()
             if not getattr(func, "__wrapped__", None):  # not wrapped by us (e.g. an environment reward)
                 check_rewards(name, out, len(completions))
+            check_rewards_not_all_none(name, out, func, columns)  # an unusable reference column fails here
 
     # ---- value capture ---------------------------------------------------------------------------------------
 

@@ -6,6 +6,8 @@ Each raises one clear error naming the argument, column or function at fault:
 - :func:`check_quantization` — ``load_in_4bit`` / ``load_in_8bit`` without ``bitsandbytes``;
 - :func:`validated_reward_func` / :func:`check_rewards` — a reward function returning the wrong number of rewards, or
   NaN / inf (``None`` stays allowed: TRL skips that sample);
+- :func:`check_rewards_not_all_none` — a reward function returning ``None`` for every sample of the probe batch (its
+  reference column is unusable);
 - :func:`resolve_reward_processing_classes` — a reward model whose tokenizer differs from the policy's and cannot be
   found, with no processing class given.
 
@@ -29,6 +31,8 @@ __all__ = [
     "check_prompt_column",
     "check_quantization",
     "check_rewards",
+    "check_rewards_not_all_none",
+    "probe_rewards_not_all_none",
     "is_bitsandbytes_available",
     "resolve_reward_processing_classes",
     "validated_reward_func",
@@ -115,6 +119,98 @@ def check_rewards(name: str, rewards: Any, n: int) -> list:
             f"completion(s) {bad[:8]}. Return a finite float, or None to skip a sample (TRL then leaves it out)."
         )
     return rewards
+
+
+def _reference_columns(func: Callable) -> tuple[str, ...]:
+    """The reference column(s) a grader reads (``answer_column`` of trl_ext graders and module-level functions)."""
+    inner = func
+    while True:
+        if isinstance(inner, functools.partial):
+            inner = inner.func
+        elif getattr(inner, "__wrapped__", None) is not None:
+            inner = inner.__wrapped__
+        else:
+            break
+    columns = getattr(inner, "answer_column", None)
+    if isinstance(columns, str):
+        return (columns,)
+    if isinstance(columns, (list, tuple)) and all(isinstance(c, str) for c in columns):
+        return tuple(columns)
+    return ()
+
+
+def check_rewards_not_all_none(name: str, rewards: Any, func: Callable | None = None, columns: Any = None) -> None:
+    """Raise ``ValueError`` if a reward function returned ``None`` for every sample of the probe batch.
+
+    ``None`` means "not applicable" (no usable reference): when *every* sample gets it, TRL logs "All reward
+    functions returned None", the loss is 0 and nothing learns, without an error. The message names the function
+    and the reference column it reads (``answer_column`` of trl_ext graders), with an example of the values found.
+
+    Example:
+        >>> check_rewards_not_all_none("numeric_match", [None, 1.0])
+        >>> check_rewards_not_all_none("numeric_match", [None, None], columns={"answer": ["x + 1", "y"]})
+        Traceback (most recent call last):
+        ...
+        ValueError: Reward function 'numeric_match' returned None for all 2 probe samples: ...
+    """
+    rewards = list(rewards) if rewards is not None else []
+    if not rewards or any(r is not None for r in rewards):
+        return
+    columns = dict(columns or {})
+    wanted = _reference_columns(func) if func is not None else ()
+    present = [c for c in wanted if c in columns]
+    if present:
+        column = present[0]
+        where = f"its reference column {column!r} holds e.g. {str(columns[column][0])[:80]!r}, which it cannot use"
+    elif wanted:
+        shown = " / ".join(repr(c) for c in wanted)
+        where = f"its reference column {shown} is not in the dataset (columns: {sorted(columns)})"
+    else:
+        where = f"the dataset columns it was given: {sorted(columns)}"
+    raise ValueError(
+        f"Reward function {name!r} returned None for all {len(rewards)} probe samples: it finds no usable reference, "
+        f"so training would learn nothing from it (TRL would log 'All reward functions returned None' and a loss of "
+        f"0). Checked before step 1: {where}. Point the grader at the right column (answer_column=..., or the "
+        "command's --answer_column), or fix the reference format; if the function applies only to some rows of a "
+        "mixed dataset, set validate_reward_funcs=False."
+    )
+
+
+def probe_rewards_not_all_none(reward_funcs: list, names: list[str], dataset: Any, tokenizer: Any) -> None:
+    """Call each callable reward function once on <= 2 dataset rows with placeholder completions (``""`` and
+    ``"#### 0"``) and apply :func:`check_rewards_not_all_none` (for trainers without their own probe, e.g.
+    ``ProcessGRPOTrainer``). Reward models (``nn.Module``), datasets without rows and iterable datasets are skipped.
+    """
+    import asyncio
+
+    from torch import nn
+    from trl.data_utils import is_conversational
+
+    if dataset is None or not hasattr(dataset, "__getitem__") or not hasattr(dataset, "__len__") or len(dataset) == 0:
+        return
+    if isinstance(getattr(dataset, "column_names", None), dict):  # a DatasetDict: nothing TRL would train on
+        return
+    rows = [dataset[i] for i in range(min(2, len(dataset)))]
+    if not all(isinstance(row, dict) and "prompt" in row for row in rows):
+        return
+    prompts = [row["prompt"] for row in rows]
+    texts = ["", "#### 0"][: len(rows)]
+    conversational = is_conversational({"prompt": prompts[0]})
+    completions = [[{"role": "assistant", "content": t}] for t in texts] if conversational else texts
+    completion_ids = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts] if tokenizer else None
+    columns = {k: [row[k] for row in rows] for k in rows[0] if k not in ("prompt", "completion", "completion_ids")}
+    for func, name in zip(reward_funcs, names):
+        if isinstance(func, nn.Module) or not callable(func):
+            continue
+        out = func(prompts=prompts, completions=completions, completion_ids=completion_ids, trainer_state=None,
+                   log_extra=lambda *a, **k: None, log_metric=lambda *a, **k: None, **columns)
+        if asyncio.iscoroutine(out):
+            loop = asyncio.new_event_loop()
+            try:
+                out = loop.run_until_complete(out)
+            finally:
+                loop.close()
+        check_rewards_not_all_none(name, out, func, columns)
 
 
 def validated_reward_func(func: Callable) -> Callable:
