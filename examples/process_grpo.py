@@ -12,6 +12,7 @@ true arithmetic steps are measured before and after training (``training_curves.
     python examples/process_grpo.py --dataset_name gsm8k.jsonl --dataset_test_size 32
     python examples/process_grpo.py --use_peft --load_in_4bit --learning_rate 1e-4         # QLoRA (CPU works)
     python examples/process_grpo.py --outcome_only true    # baseline: stock GRPOTrainer, answer grader only
+    python examples/process_grpo.py --prm outputs/prm      # step rewards from a PRM trained by examples/prm.py
     accelerate launch --config_file examples/accelerate_configs/cpu_2proc.yaml examples/process_grpo.py
 """
 

@@ -462,6 +462,29 @@ def test_process_grpo_on_a_gsm8k_jsonl_with_eval(tiny_model_path, gsm8k_jsonl, t
     assert len(eval_logs) == 2 and all(_finite(e["eval_rewards/answer/mean"]) for e in eval_logs)
 
 
+def test_process_grpo_with_a_prm_folder(tiny_model_path, tmp_path):
+    """--prm <folder>: a token-classification PRM's P(correct) per step is the process reward (a random tiny one)."""
+    import torch
+    from transformers import AutoTokenizer, LlamaForTokenClassification
+
+    from trl_ext.cli.scripts.process_grpo import main as pg_main, make_parser
+    from trl_ext.models import tiny_config
+
+    torch.manual_seed(0)
+    prm = LlamaForTokenClassification(tiny_config(num_labels=2, id2label={0: "wrong", 1: "correct"},
+                                                  label2id={"wrong": 0, "correct": 1}))
+    prm.save_pretrained(tmp_path / "prm")
+    AutoTokenizer.from_pretrained(tiny_model_path).save_pretrained(tmp_path / "prm")
+    args = make_parser().parse_args_and_config([
+        "--model_name_or_path", tiny_model_path, "--output_dir", str(tmp_path / "out"), "--max_steps", "1",
+        "--prm", str(tmp_path / "prm"), "--train_size", "4", "--skip_eval", "--per_device_train_batch_size", "4",
+        "--num_generations", "2", "--max_completion_length", "16", "--temperature", "1.0"])
+    results = pg_main(*args)
+    assert results["process_reward"] == "prm"
+    step_rewards = [e["process/step_reward_mean"] for e in results["log_history"] if "process/step_reward_mean" in e]
+    assert step_rewards and 0.0 < step_rewards[0] < 1.0  # a probability from the PRM, not a verifier fraction
+
+
 def test_unified_on_a_preference_jsonl_with_eval(tiny_model_path, preference_jsonl, tmp_path):
     from trl_ext.cli.scripts.unified import main as unified_main, make_parser
 

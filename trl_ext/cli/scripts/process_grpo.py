@@ -20,6 +20,7 @@ Usage (TRL script conventions; every ProcessGRPOConfig / GRPOConfig / ModelConfi
     trl-ext process-grpo --use_peft --load_in_4bit --learning_rate 1e-4         # QLoRA (CPU works)
     trl-ext process-grpo --config my_config.yaml
     trl-ext process-grpo --outcome_only true    # baseline: stock GRPOTrainer, answer grader only
+    trl-ext process-grpo --prm outputs/prm      # step rewards from a PRM trained by examples/prm.py
     trl-ext process-grpo --accelerate_config examples/accelerate_configs/cpu_2proc.yaml
 """
 
@@ -39,7 +40,7 @@ from trl_ext.evaluation import evaluate_accuracy
 from trl_ext.models import resolve_model_name_or_path
 from trl_ext.plotting import plot_training_curves
 from trl_ext.rewards import NumericMatch, default_grader
-from trl_ext.rewards.process import ArithmeticStepVerifier
+from trl_ext.rewards.process import ArithmeticStepVerifier, ProcessRewardModel
 from trl_ext.trainers.process_grpo import ProcessGRPOConfig, ProcessGRPOTrainer
 
 
@@ -63,6 +64,13 @@ class ScriptArguments(RLDataArguments):
     outcome_only: bool = field(
         default=False,
         metadata={"help": "Baseline: train with stock GRPOTrainer and the answer grader only (no process reward)."},
+    )
+    prm: str | None = field(
+        default=None,
+        metadata={"help": "Folder (or Hub id) of a token-classification process reward model, e.g. one trained by "
+                          "examples/prm.py: its P(correct) of each step (trl_ext.rewards.ProcessRewardModel, steps "
+                          "split on --step_separator) replaces the arithmetic verifier as the process reward. The "
+                          "before/after true-step fraction is still measured by the verifier."},
     )
 
 
@@ -135,10 +143,14 @@ def main(script_args: ScriptArguments, training_args: ProcessGRPOConfig, model_a
     if script_args.outcome_only:
         trainer = GRPOTrainer(**common)
     else:
-        trainer = ProcessGRPOTrainer(**common, process_reward_funcs=[verifier])
+        step_reward = verifier
+        if script_args.prm:
+            step_reward = ProcessRewardModel(script_args.prm, step_separator=training_args.step_separator, name="prm")
+        trainer = ProcessGRPOTrainer(**common, process_reward_funcs=[step_reward])
 
     results: dict = {"model": model_path, "trainer": type(trainer).__name__, "max_steps": training_args.max_steps,
-                     "data": data_name}
+                     "data": data_name, "process_reward": None if script_args.outcome_only else
+                     ("prm" if script_args.prm else "arithmetic_verifier")}
     evaluate_before_after = not script_args.skip_eval and heldout is not None and len(heldout) > 0
     if evaluate_before_after:
         start = time.perf_counter()

@@ -32,14 +32,11 @@ Usage (about 10-15 min on a 2-core CPU with the defaults):
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
-from trl_ext.cli.common import UnifiedDataArguments  # noqa: E402
+from trl_ext.cli.common import UnifiedDataArguments
 
 
 @dataclass
