@@ -15,7 +15,7 @@ import pytest
 import torch
 from datasets import Dataset
 from safetensors.torch import load_file
-from trl import GRPOTrainer
+from trl import GRPOConfig, GRPOTrainer
 
 from trl_ext.core import clipped_value_loss, gae, ppo_policy_loss, rlhf_token_rewards, whiten
 from trl_ext.data import rl_dataset
@@ -28,13 +28,12 @@ from trl_ext.rewards import FuzzySimilarity, NumericMatch
 from trl_ext.trainers import rft_checks
 from trl_ext.core.masked import masked_moments
 from trl_ext.trainers.rft import RFTConfig, RFTTrainer, explained_variance, explained_variance_from_moments
-from trl_ext.trainers.trl_compat import grpo_kl_loss_term_disabled
 
 REPO = Path(__file__).resolve().parents[1]
 PROMPTS = ["What is 2+2?", "Compute 3*5.", "Add 7 and 8.", "What is 10-4?"]
 LISTED_METRICS = (
-    "pg_loss", "vf_loss", "vf_clipfrac", "pg_clipfrac", "approx_kl", "kl", "entropy", "value_mean",
-    "explained_variance", "returns_mean", "completions/mean_length",
+    "pg_loss", "vf_loss", "vf_clipfrac", "clip_ratio/region_mean", "approx_kl", "kl", "beta", "rlhf_reward",
+    "entropy", "value_mean", "explained_variance", "returns_mean", "completions/mean_length",
 )
 
 
@@ -133,11 +132,11 @@ def test_explained_variance_from_summed_moments_equals_whole_batch():
     assert math.isnan(explained_variance(values, torch.ones(4, 6), mask).item())  # Var(R) = 0
 
 
-@pytest.mark.parametrize("loss_type", ["dapo", "bnpo"])
+@pytest.mark.parametrize("loss_type", ["dapo", "bnpo", "grpo", "luspo"])
 @pytest.mark.parametrize("mode", ["train", "eval"])
-def test_value_loss_normalizer_follows_the_policy_loss_type(loss_type, mode):
-    """dapo: the local token-mean value loss divided by the normalizer is Σ_local / (N_global / P · GA / spg), as
-    TRL's dapo policy loss (a global token mean once DDP averages over P processes); bnpo: local mean / GA."""
+def test_value_loss_normalizer_is_the_global_token_mean_for_every_loss_type(loss_type, mode):
+    """The local token-mean value loss divided by the normalizer is Σ_local / (N_global / P · GA / spg) whatever the
+    policy's loss_type: a token mean over the global batch once DDP averages over P processes."""
     from types import SimpleNamespace
 
     P, GA, spg, n_local, n_global = 2, 4, 2, 5, 18
@@ -148,11 +147,7 @@ def test_value_loss_normalizer_follows_the_policy_loss_type(loss_type, mode):
     inputs = {"value_mask": torch.tensor([[1, 1, 1, 0], [1, 1, 0, 0]]), "value_items_in_batch": torch.tensor(n_global)}
     local_sum = 7.0
     scaled = (local_sum / n_local) / RFTTrainer._value_loss_normalizer(fake, inputs, mode)
-    accumulation = GA if mode == "train" else 1
-    if loss_type == "dapo":
-        expected = local_sum / (n_global / P * (GA / spg if mode == "train" else 1))
-    else:
-        expected = local_sum / n_local / accumulation
+    expected = local_sum / (n_global / P * (GA / spg if mode == "train" else 1))
     assert float(scaled) == pytest.approx(expected, rel=1e-6)
 
 
@@ -253,8 +248,8 @@ def test_rollout_values_gae_and_loss_agree_with_core(tiny_model_path, tmp_path, 
     torch.testing.assert_close(out["advantages"], advantages, atol=1e-4, rtol=1e-4)
     assert out["advantages"].shape == mask.shape
 
-    with grpo_kl_loss_term_disabled(trainer):
-        trl_policy_loss = GRPOTrainer._compute_loss(trainer, trainer.model, out)
+    assert trainer.beta == 0.0 and trainer.kl_coef == beta  # TRL's KL *loss* coefficient is off; RFT's β is its own
+    trl_policy_loss = GRPOTrainer._compute_loss(trainer, trainer.model, out)
     vf_loss, vf_clipfrac = clipped_value_loss(values, out["old_values"], out["returns"], mask, clip)
     torch.testing.assert_close(loss, trl_policy_loss + vf_coef * vf_loss, atol=1e-5, rtol=1e-4)
     metrics = trainer._metrics["train"]
@@ -317,6 +312,52 @@ def test_vf_clipfrac_positive_when_values_move_more_than_cliprange(tiny_model_pa
     head_group = trainer.optimizer.param_groups[-1]  # value_head_learning_rate: the head's own group
     assert head_group["initial_lr"] == 0.05 and head_group["weight_decay"] == 0.0
     assert {id(p) for p in head_group["params"]} == {id(p) for p in trainer.value_head.parameters()}
+
+
+@pytest.mark.parametrize("cliprange_value, expected", [(1e6, "zero"), (1e-7, "one")], ids=["inactive", "tight"])
+def test_vf_clipfrac_is_exactly_zero_when_the_clip_is_inactive(tiny_model_path, tmp_path, cliprange_value, expected):
+    """A second epoch on each rollout (V != V_old): an inactive clip counts no token at all, a tight one almost all."""
+    args = _args(tmp_path, num_iterations=2, max_steps=4, cliprange_value=cliprange_value, value_head_learning_rate=0.05)
+    trainer = RFTTrainer(model=tiny_model_path, reward_funcs=char_variety, args=args, train_dataset=_dataset())
+    trainer.train()
+    clipfrac = _logged(trainer, "vf_clipfrac")
+    assert len(clipfrac) == 4 and clipfrac[0] == clipfrac[2] == 0.0  # first epoch: V == V_old exactly
+    if expected == "zero":
+        assert clipfrac == [0.0] * 4
+    else:
+        # tokens whose value moved towards the return are counted (clipped error larger), those that moved away not
+        assert max(clipfrac[1], clipfrac[3]) > 0.9 and min(clipfrac[1], clipfrac[3]) > 0.5, clipfrac
+
+
+def test_sync_ref_model_mixes_policy_weights_into_the_reference_never_the_value_head(tiny_model_path, tmp_path):
+    """TRL's sync_ref_model with a value head attached: 4 steps, a sync every 2 with α = 1 (reference ← policy)."""
+    args = _args(tmp_path, max_steps=4, sync_ref_model=True, ref_model_sync_steps=2, ref_model_mixup_alpha=1.0)
+    trainer = RFTTrainer(model=tiny_model_path, reward_funcs=char_variety, args=args, train_dataset=_dataset())
+    reference_before = _params(trainer.ref_model)
+    trainer.train()
+    assert trainer.state.global_step == 4
+    assert not hasattr(trainer.ref_model, "value_head") and not any("value_head" in n for n, _ in
+                                                                   trainer.ref_model.named_parameters())
+    policy = {n: p for n, p in trainer.model.named_parameters() if "value_head" not in n}
+    reference = dict(trainer.ref_model.named_parameters())
+    assert policy.keys() == reference.keys()
+    for name, p in reference.items():
+        assert torch.equal(p, policy[name]), name  # synced after step 4
+    assert _changed(reference_before, trainer.ref_model)  # and the reference did move
+    # The rollout of step 3 is sampled right after the sync of step 2: its policy *is* the reference (KL 0)
+    kl = _logged(trainer, "kl")
+    assert abs(kl[1]) > 1e-6 and abs(kl[2]) < 1e-6 and abs(kl[3]) > 1e-6, kl  # k1 is signed
+
+
+def test_sync_ref_model_partial_mixup(tiny_model_path, tmp_path):
+    """α = 0.6 at step 2: reference = 0.4 · initial + 0.6 · policy (TRL's formula), value head excluded."""
+    args = _args(tmp_path, max_steps=2, sync_ref_model=True, ref_model_sync_steps=2, ref_model_mixup_alpha=0.6)
+    trainer = RFTTrainer(model=tiny_model_path, reward_funcs=char_variety, args=args, train_dataset=_dataset())
+    initial = _params(trainer.ref_model)
+    trainer.train()
+    policy = dict(trainer.model.named_parameters())
+    for name, p in trainer.ref_model.named_parameters():
+        torch.testing.assert_close(p, 0.4 * initial[name] + 0.6 * policy[name].detach(), atol=1e-6, rtol=1e-5)
 
 
 def test_none_rewards_are_skipped_as_in_trl(tiny_model_path, tmp_path):
@@ -476,9 +517,23 @@ def test_reward_model_without_tokenizer_but_same_vocab_uses_policy_tokenizer(tin
 # ----------------------------------------------------------------------------------------------------------------------
 
 
-def test_error_no_reward_source(tiny_model_path, tmp_path):
-    with pytest.raises(ValueError, match="no reward source"):
+def test_error_no_reward_source_starts_with_trls_wording(tiny_model_path, tmp_path):
+    with pytest.raises(ValueError, match=r"^No reward source provided\. Pass `reward_funcs`.*RFTTrainer: reward_funcs"):
         RFTTrainer(model=tiny_model_path, reward_funcs=None, args=_args(tmp_path), train_dataset=_dataset())
+
+
+def test_error_reward_processing_classes_length_starts_with_trls_wording(tiny_model_path, tmp_path):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_path)
+    trl_wording = r"^The number of reward processing classes \(2\) must match the number of reward functions \(1\)"
+    with pytest.raises(ValueError, match=trl_wording + r"\. RFTTrainer: give one per reward function"):
+        RFTTrainer(model=tiny_model_path, reward_funcs=char_variety, args=_args(tmp_path), train_dataset=_dataset(),
+                   reward_processing_classes=[tok, tok])
+    with pytest.raises(ValueError, match=trl_wording):  # stock GRPOTrainer says the same
+        GRPOTrainer(model=tiny_model_path, reward_funcs=char_variety, train_dataset=_dataset(),
+                    args=GRPOConfig(output_dir=str(tmp_path), use_cpu=True, report_to="none", num_generations=2,
+                                    per_device_train_batch_size=2), reward_processing_classes=[tok, tok])
 
 
 def test_error_dataset_without_prompt_column(tiny_model_path, tmp_path):
@@ -674,8 +729,9 @@ def test_two_process_gloo_run_equals_one_process_run(tiny_model_path, tmp_path, 
         part = torch.tensor([v for prompt in _valid_rows(two[:1], step, "advantages") for v in adv[prompt]])
         assert abs(part.mean().item()) > 0.1 or abs(part.std().item() - 1.0) > 0.1
 
-    keys = ("loss", "pg_loss", "vf_loss", "vf_clipfrac", "pg_clipfrac", "approx_kl", "value_pred_mean", "entropy",
-            "kl", "rlhf_reward", "value_mean", "returns_mean", "explained_variance", "advantages_std", "beta")
+    keys = ("loss", "pg_loss", "vf_loss", "vf_clipfrac", "clip_ratio/region_mean", "approx_kl", "value_pred_mean",
+            "entropy", "kl", "rlhf_reward", "value_mean", "returns_mean", "explained_variance", "advantages_std",
+            "beta")
     assert len(one[0]["logs"]) == len(two[0]["logs"]) == n_steps
     for i, (log_one, log_two) in enumerate(zip(one[0]["logs"], two[0]["logs"])):
         assert log_one.keys() == log_two.keys()

@@ -259,7 +259,9 @@ class ProcessGRPOTrainer(HubPushMixin, ModelCardMixin, VLLMSyncMixin, GRPOTraine
         n_outcome = 0 if reward_funcs is None else (len(reward_funcs) if isinstance(reward_funcs, list) else 1)
         if n_outcome == 0 and not process_reward_funcs:
             raise ValueError(
-                "ProcessGRPOTrainer needs at least one reward: pass process_reward_funcs and/or reward_funcs."
+                "No reward source provided. Pass `reward_funcs`, or an `environment_factory` whose environment "
+                "defines a `get_reward` method. ProcessGRPOTrainer needs at least one reward: pass "
+                "process_reward_funcs (per-step rewards) and/or reward_funcs (outcome rewards)."
             )
         self._has_outcome = n_outcome > 0
         if not self._has_outcome:

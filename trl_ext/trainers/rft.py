@@ -6,7 +6,8 @@ group-relative advantage with a learned critic:
 
 1. **Rollout** (``_generate_and_score_completions``): TRL generates and scores; the sequence score is the weighted sum
    of the reward functions (``None`` skipped, as in TRL) minus ``missing_eos_penalty`` for a completion without EOS.
-2. **Targets**: the rollout log-probs ``logp_old`` and the values ``V_old`` of a
+2. **Targets**: the reference log-probs ``logp_ref`` (TRL's reference policy: its ``ref_model``, or the PEFT policy
+   with adapters disabled), the rollout log-probs ``logp_old`` and the values ``V_old`` of a
    :class:`~trl_ext.models.value_head.ValueHead` on the last hidden state give per-token rewards
    (:func:`trl_ext.core.rlhf_token_rewards`: score on the last real token, ``−β·(logp_old − logp_ref)`` on every
    token), then advantages and returns (:func:`trl_ext.core.gae`), the advantages :func:`trl_ext.core.whiten`-ed with
@@ -15,12 +16,13 @@ group-relative advantage with a learned critic:
    the policy has not moved since generation, so ``logp_old``/``V_old`` are taken from the training forward itself —
    the same numbers, no extra pass (``values_from_training_forward``); otherwise one no-grad forward right after
    generation computes them. The ``(B, T)`` advantages go to TRL's loss.
-3. **Update** (``_compute_loss``): TRL's clipped-surrogate loss (``epsilon``, ``epsilon_high``, every ``loss_type``,
-   with its ``β·KL`` loss term switched off because the KL is already in the reward) plus
-   ``vf_coef ·`` :func:`trl_ext.core.clipped_value_loss` on the values of the *same* forward pass, over
-   ``num_iterations`` epochs and ``steps_per_generation`` minibatches of one rollout. The value loss is normalised
-   like the policy loss of the ``loss_type``: by the global token count for the default ``"dapo"``, so that
-   N processes × B completions give exactly the update of 1 process × N·B (tested with 2 gloo processes).
+3. **Update** (``_compute_loss``): TRL's clipped-surrogate loss (``epsilon``, ``epsilon_high``, every ``loss_type``)
+   plus ``vf_coef ·`` :func:`trl_ext.core.clipped_value_loss` on the values of the *same* forward pass, over
+   ``num_iterations`` epochs and ``steps_per_generation`` minibatches of one rollout. TRL's own ``β·KL`` *loss* term
+   is off for the whole run (``trainer.beta = 0`` once, after TRL built the reference): the KL is in the reward, with
+   RFT's own coefficient :attr:`RFTTrainer.kl_coef`, which no TRL hook touches. The value loss is the token mean over
+   the global batch (all processes, all accumulation steps) whatever the ``loss_type``, as in PPO implementations, so
+   that N processes × B completions give exactly the update of 1 process × N·B (tested with 2 gloo processes).
 
 Why a forward hook: with TRL's fused LM head the policy forward returns log-probs, never hidden states. The hook on the
 module whose ``last_hidden_state`` the LM head projects (``causal_lm.base_model``) sees that tensor in every policy
@@ -30,12 +32,15 @@ optimizer, DDP, PEFT (it stays trainable, in fp32, over a 4-bit base) and ``save
 all treat it correctly, and the trainer saves it as ``value_head.safetensors`` + ``value_head_config.json`` in every
 checkpoint and final folder, reloads it on ``resume_from_checkpoint``, and uploads it with ``push_to_hub``.
 
-Logged each step (literature names): ``pg_loss``, ``pg_clipfrac``, ``approx_kl``, ``vf_loss``, ``vf_clipfrac``,
-``value_mean``, ``returns_mean``, ``explained_variance``, ``kl`` (mean per-sequence Σ_t k1 at rollout), ``beta``,
-``rlhf_reward`` (score − β·KL), ``advantages_std`` — and from TRL ``entropy``, ``reward``,
-``rewards/<grader>/mean``, ``completions/mean_length`` … Token statistics are token-weighted over all processes'
-tokens and per-sequence ones over all sequences, so they do not depend on how the batch is split; the adaptive KL
-controller sees the global KL, so β stays identical on every process. The value head is a submodule of the wrapped
+Logged each step (literature names): ``pg_loss`` (the policy loss TRL's ``_compute_loss`` returned and that was
+optimised: the surrogate of the ``loss_type``, plus TRL's entropy bonus / router aux loss when enabled; averaged over
+processes, summed over accumulation steps), ``approx_kl`` (k3 of the update's ratio), ``vf_loss``, ``vf_clipfrac``,
+``value_pred_mean``, ``value_mean``, ``returns_mean``, ``explained_variance``, ``kl`` (mean per-sequence Σ_t k1 at
+rollout), ``beta`` (the coefficient used in this rollout's reward), ``rlhf_reward`` (score − β·KL),
+``advantages_std`` — and from TRL ``clip_ratio/*``, ``entropy``, ``reward``, ``rewards/<grader>/mean``,
+``completions/mean_length`` … Token statistics are token-weighted over all processes' tokens and per-sequence ones
+over all sequences, so they do not depend on how the batch is split; the adaptive KL controller sees the global KL,
+so β stays identical on every process. The value head is a submodule of the wrapped
 model, so DDP broadcasts process 0's initial head to all processes (the 2-process test builds a different head on each).
 
 Example:
@@ -64,11 +69,11 @@ import torch
 from datasets import Dataset
 from torch import nn
 from transformers import PreTrainedModel
-from trl import GRPOConfig, GRPOTrainer
+from trl import GRPOConfig, GRPOTrainer, SyncRefModelCallback
 from trl.data_utils import is_conversational
 
-from ..core import AdaptiveKLController, clipped_value_loss, gae, kl_k1, masked_mean, masked_sum
-from ..core import masked_moments, moments_mean_var, ppo_policy_loss, rlhf_token_rewards, whiten, whiten_with_stats
+from ..core import AdaptiveKLController, clipped_value_loss, gae, kl_k1, kl_k3, masked_mean, masked_sum
+from ..core import masked_moments, moments_mean_var, rlhf_token_rewards, whiten, whiten_with_stats
 from ..hub import HubPushMixin
 from ..model_card import ModelCardMixin
 from ..models.value_head import (
@@ -90,11 +95,14 @@ from .rft_checks import (
 )
 from .trl_compat import (
     fused_lm_head_backbone,
-    grpo_kl_loss_term_disabled,
+    grpo_has_reference,
+    grpo_kl_loss_term_off,
     grpo_local_slice,
     grpo_policy_logps,
     grpo_post_init_allowing_one_generation,
+    grpo_reference_logps,
     grpo_replace_logged_advantages,
+    grpo_require_batch_keys,
     grpo_tap_per_token_logps,
     grpo_tokenizer,
 )
@@ -102,8 +110,18 @@ from .vllm_sync import VLLMSyncMixin
 
 __all__ = ["RFTConfig", "RFTTrainer", "explained_variance", "explained_variance_from_moments"]
 
-_GLOBAL_TOKEN_LOSS_TYPES = ("dapo", "cispo", "vespo")
-"""TRL loss types whose policy loss is normalised by the global token count (``num_items_in_batch``)."""
+_NOT_APPLICABLE = {
+    "scale_rewards": ("group", "the advantages come from GAE with the critic, whitened over the batch, not from "
+                      "group statistics of the rewards"),
+    "multi_objective_aggregation": ("sum_then_normalize", "the sequence score is the weighted sum of the reward "
+                                    "functions, and GAE + whitening replace the normalisation"),
+    "use_bias_correction_kl": (True, "it corrects TRL's KL loss term, which RFT does not use (the KL is in the "
+                               "reward)"),
+}
+"""GRPOConfig options that have no meaning in RFT: their default is accepted, any other value is refused."""
+
+_ROLLOUT_KEYS = ("prompt_ids", "prompt_mask", "completion_ids", "completion_mask", "num_items_in_batch")
+"""Keys of TRL's rollout batch that the RFT math reads."""
 
 RFT_STATE_NAME = "rft_state.json"
 """File in each checkpoint holding the trainer state that the Trainer does not save (the adaptive KL coefficient)."""
@@ -165,9 +183,8 @@ class RFTConfig(GRPOConfig):
             "and `trl_ext.core.ppo_policy_loss`), so 2 processes x 4 completions train exactly as 1 x 8. 'bnpo' is "
             "the token mean over each process's local batch: the same with one process and no gradient accumulation, "
             "but with several processes DDP averages per-process means, which weights the tokens of short-completion "
-            "processes more. Any other GRPOConfig `loss_type` works ('grpo', 'dr_grpo', 'cispo', 'sapo', ...). The "
-            "value loss is a token mean normalised like the policy loss: by the global token count for 'dapo', "
-            "'cispo', 'vespo', by the local one for the others."
+            "processes more. Any other GRPOConfig `loss_type` works ('grpo', 'dr_grpo', 'cispo', 'sapo', 'vespo', "
+            "'luspo'). The value loss is always the token mean over the global batch, whatever the loss type."
         },
     )
     vf_coef: float = field(
@@ -177,7 +194,7 @@ class RFTConfig(GRPOConfig):
     cliprange_value: float | None = field(
         default=0.2,
         metadata={
-            "help": "Clip range ε_v of the clipped value loss, in reward units: V_clip = V_old + clip(V − V_old, −ε_v, "
+            "help": "Clip range ε_v of the clipped value loss, in reward units: V_clip = clip(V, V_old − ε_v, V_old + "
             "ε_v). Must be > 0; `None` (null in YAML) disables value clipping."
         },
     )
@@ -268,6 +285,12 @@ class RFTConfig(GRPOConfig):
         if self.num_generations is None or self.num_generations < 1:
             raise ValueError(f"RFTConfig.num_generations must be >= 1, got {self.num_generations}.")
         grpo_post_init_allowing_one_generation(self, super().__post_init__)
+        for name, (default, why) in _NOT_APPLICABLE.items():
+            if getattr(self, name) != default:
+                raise ValueError(
+                    f"RFTConfig.{name}={getattr(self, name)!r} is not supported by RFTTrainer: {why}. Leave it at its "
+                    f"default ({default!r})."
+                )
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -308,6 +331,37 @@ def explained_variance_from_moments(returns_moments: torch.Tensor, residual_mome
     _, var_residual = moments_mean_var(residual_moments)
     nan = torch.full_like(var_returns, float("nan"))
     return torch.where(var_returns > 0, 1.0 - var_residual / torch.where(var_returns > 0, var_returns, 1.0), nan)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Reference sync (sync_ref_model=True)
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+class _PolicyParameters:
+    """The parameters of a policy without those of its value head, in the policy's order (what the reference has)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+
+    def parameters(self) -> Iterator[nn.Parameter]:
+        head = get_value_head(self.model)
+        head_ids = {id(p) for p in head.parameters()} if head is not None else set()
+        return (p for p in self.model.parameters() if id(p) not in head_ids)
+
+
+class PolicyOnlySyncRefModelCallback(SyncRefModelCallback):
+    """TRL's ``SyncRefModelCallback`` (``ref ← (1 − α)·ref + α·policy`` every ``ref_model_sync_steps``, ZeRO-3
+    aware) over the policy's parameters only: the value head attached to the policy has no counterpart in the
+    reference, so TRL's own callback would zip one parameter list against a longer one and fail."""
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.ref_model is None or state.global_step % args.ref_model_sync_steps != 0:
+            return
+        model = kwargs["model"]
+        if self.accelerator:
+            model = self.accelerator.unwrap_model(model)
+        self.sync_target_model(_PolicyParameters(model), self.ref_model, args.ref_model_mixup_alpha)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -380,7 +434,8 @@ class RFTTrainer(HubPushMixin, ModelCardMixin, VLLMSyncMixin, GRPOTrainer):
         has_environment = grpo_kwargs.get("environment_factory") is not None
         if not reward_funcs and not has_environment:
             raise ValueError(
-                "RFTTrainer: no reward source. Pass reward_funcs= a grader from trl_ext.rewards (e.g. "
+                "No reward source provided. Pass `reward_funcs`, or an `environment_factory` whose environment "
+                "defines a `get_reward` method. RFTTrainer: reward_funcs may be a grader from trl_ext.rewards (e.g. "
                 "default_grader(task)), any TRL reward function, or a sequence-classification reward model (path or "
                 "model)."
             )
@@ -410,11 +465,22 @@ class RFTTrainer(HubPushMixin, ModelCardMixin, VLLMSyncMixin, GRPOTrainer):
             **grpo_kwargs,
         )
 
+        # ---- the KL in the reward: RFT's own coefficient; TRL's KL *loss* term off ----------------------------
+        self._fixed_kl_coef = float(args.beta)
+        self.kl_ctl = AdaptiveKLController(args.beta, args.kl_target, args.kl_horizon) if args.kl_target else None
+        if args.beta > 0:
+            if not grpo_has_reference(self):
+                raise RuntimeError(
+                    "RFTTrainer: beta > 0 needs a reference policy, but GRPOTrainer built none (no ref_model, no PEFT "
+                    "adapters to disable)."
+                )
+            grpo_kl_loss_term_off(self)  # TRL built the reference from args.beta; its loss coefficient is 0 in RFT
+        self._policy_only_ref_sync()
+
         # ---- the critic ----------------------------------------------------------------------------------------
         if value_head is None:
             value_head = self._build_value_head()
         attach_value_head(self.model, value_head)
-        self.kl_ctl = AdaptiveKLController(args.beta, args.kl_target, args.kl_horizon) if args.kl_target else None
         self._rft_rewards_per_func: torch.Tensor | None = None
 
         if args.validate_reward_funcs and not has_environment:
@@ -434,9 +500,16 @@ class RFTTrainer(HubPushMixin, ModelCardMixin, VLLMSyncMixin, GRPOTrainer):
     def kl_coef(self) -> float:
         """The current KL coefficient β of the reward (adapted when ``kl_target`` is set, else ``args.beta``).
 
-        ``self.beta`` keeps TRL's meaning (non-zero: a reference policy is needed) and the initial value.
+        RFT's own state: never TRL's ``self.beta``, which is the coefficient of TRL's KL *loss* term and is 0 in RFT.
         """
-        return self.kl_ctl.value if self.kl_ctl is not None else self.beta
+        return self.kl_ctl.value if self.kl_ctl is not None else self._fixed_kl_coef
+
+    def _policy_only_ref_sync(self) -> None:
+        """With ``sync_ref_model=True``, TRL's ``SyncRefModelCallback`` is replaced by one that mixes only the policy's
+        parameters into the reference: the value head is a submodule of the policy, not of the reference."""
+        original = self.pop_callback(SyncRefModelCallback)
+        if original is not None:
+            self.add_callback(PolicyOnlySyncRefModelCallback(ref_model=original.ref_model, accelerator=self.accelerator))
 
     def _build_value_head(self) -> ValueHead:
         config = self.accelerator.unwrap_model(self.model).config
@@ -546,9 +619,13 @@ class RFTTrainer(HubPushMixin, ModelCardMixin, VLLMSyncMixin, GRPOTrainer):
     def _generate_and_score_completions(self, inputs: list[dict[str, Any]]) -> dict[str, Any]:
         output = super()._generate_and_score_completions(inputs)
         args = self.args
+        grpo_require_batch_keys(output, _ROLLOUT_KEYS, "RFTTrainer._generate_and_score_completions")
         completion_ids, completion_mask = output["completion_ids"], output["completion_mask"]
         B, T = completion_ids.shape
         mask = completion_mask if output.get("tool_mask") is None else completion_mask * output["tool_mask"]
+        batch_size = args.per_device_train_batch_size if self.model.training else args.per_device_eval_batch_size
+        if args.beta > 0:  # the reference log-probs of the KL reward (TRL's KL loss term is off, see __init__)
+            output["ref_per_token_logps"] = grpo_reference_logps(self, output, batch_size=batch_size)
 
         # Sequence scores: weighted sum of the reward functions (None skipped, as TRL does), on this rank's rows
         rewards_per_func = self._rft_rewards_per_func[grpo_local_slice(self, B)]
@@ -571,7 +648,6 @@ class RFTTrainer(HubPushMixin, ModelCardMixin, VLLMSyncMixin, GRPOTrainer):
             return output
 
         # One no-grad policy forward: rollout log-probs (for the k1 penalty) and V_old (through the hook)
-        batch_size = args.per_device_train_batch_size if self.model.training else args.per_device_eval_batch_size
         with self._capture_values(self.model) as captured:
             logps = grpo_policy_logps(self, self.model, output, batch_size=batch_size)
         if output.get("old_per_token_logps") is not None:  # TRL computed them already (same policy, same inputs)
@@ -606,8 +682,11 @@ class RFTTrainer(HubPushMixin, ModelCardMixin, VLLMSyncMixin, GRPOTrainer):
         mode = "train" if self.model.training else "eval"
         logps, old_values = logps.detach().float(), old_values.detach().float()
         valid = batch["value_mask"].bool()
-        ref_logps = batch.get("ref_per_token_logps")
-        ref_logps = logps if ref_logps is None else ref_logps.float()  # beta == 0: no reference, no penalty
+        if args.beta > 0:
+            grpo_require_batch_keys(batch, ("ref_per_token_logps",), "RFTTrainer (KL reward, beta > 0)")
+            ref_logps = batch["ref_per_token_logps"].float()
+        else:  # beta == 0: no reference, no penalty
+            ref_logps = logps
         scores = batch["rft_scores"]
 
         beta = self.kl_coef
@@ -664,7 +743,6 @@ class RFTTrainer(HubPushMixin, ModelCardMixin, VLLMSyncMixin, GRPOTrainer):
         with (
             self._capture_values(model) as captured,
             grpo_tap_per_token_logps(self, on_call=after_policy_forward) as tapped,
-            grpo_kl_loss_term_disabled(self),
         ):
             policy_loss = super()._compute_loss(model, inputs)
         if len(captured) != 1 or len(tapped) != 1:
@@ -677,48 +755,66 @@ class RFTTrainer(HubPushMixin, ModelCardMixin, VLLMSyncMixin, GRPOTrainer):
                 "RFTTrainer: the policy loss is not finite. If the model is fine, this TRL version reads the "
                 "advantages before its policy forward; set RFTConfig.values_from_training_forward=False."
             )
-        mask = completion_mask if inputs.get("tool_mask") is None else completion_mask * inputs["tool_mask"]
         values = self._completion_values(captured, T)
         vf_loss, vf_clipfrac = clipped_value_loss(
             values, inputs["old_values"], inputs["returns"], inputs["value_mask"], self.args.cliprange_value
         )
         loss = policy_loss + self.args.vf_coef * vf_loss / self._value_loss_normalizer(inputs, mode)
+        self._log_update_metrics(inputs, mode, policy_loss, tapped[0][0], values, vf_loss, vf_clipfrac)
+        return loss
 
-        logps = tapped[0][0].detach()
+    def _log_update_metrics(
+        self,
+        inputs: dict[str, Any],
+        mode: str,
+        policy_loss: torch.Tensor,
+        logps: torch.Tensor,
+        values: torch.Tensor,
+        vf_loss: torch.Tensor,
+        vf_clipfrac: torch.Tensor,
+    ) -> None:
+        """Log ``pg_loss`` (what TRL's loss returned), ``approx_kl``, ``vf_loss``, ``vf_clipfrac``, ``value_pred_mean``.
+
+        ``pg_loss`` is the optimised policy loss: the value TRL returned on each process (already divided by the
+        accumulation steps for training), averaged over processes (as DDP averages the gradients) and multiplied by
+        the accumulation steps, so that the mean over an optimizer step's micro-batches (what ``log`` reports) is
+        the sum over them — the objective whose gradient was applied. The token statistics are token means over the
+        global batch: each local token mean times its token count (exact in float64) gives the local sum; the sums
+        and counts are added over processes.
+        """
+        completion_mask = inputs["completion_mask"]
+        mask = completion_mask if inputs.get("tool_mask") is None else completion_mask * inputs["tool_mask"]
+        logps = logps.detach()
         old_logps = inputs.get("old_per_token_logps")
         old_logps = logps if old_logps is None else old_logps
-        pg_loss, pg_stats = ppo_policy_loss(
-            logps, old_logps, inputs["advantages"], mask, self.epsilon_low, self.epsilon_high
-        )
-        # Logged: token means over the global batch. Each local token mean times its token count (exact in float64)
-        # gives the local sum; the sums and counts are added over processes.
+        approx_kl = masked_mean(kl_k3(old_logps, logps), mask)  # k3 of KL(π_old ‖ π): (ρ − 1) − log ρ
+        accumulation = self.current_gradient_accumulation_steps if mode == "train" else 1
+        pg_loss = self.accelerator.reduce(policy_loss.detach().double(), reduction="mean") * accumulation
         n_pg, n_vf = mask.sum().double(), inputs["value_mask"].sum().double()
-        pg_means = torch.stack([pg_loss.detach(), pg_stats["pg_clipfrac"], pg_stats["approx_kl"]]).double()
         vf_means = torch.stack(
             [vf_loss.detach(), vf_clipfrac, masked_mean(values.detach(), inputs["value_mask"])]
         ).double()
-        sums = self.accelerator.reduce(torch.cat([pg_means * n_pg, n_pg[None], vf_means * n_vf, n_vf[None]]), "sum")
-        pg_global = (sums[0:3] / sums[3].clamp(min=1.0)).tolist()
-        vf_global = (sums[4:7] / sums[7].clamp(min=1.0)).tolist()
-        names = ("pg_loss", "pg_clipfrac", "approx_kl", "vf_loss", "vf_clipfrac", "value_pred_mean")
-        for name, value in zip(names, pg_global + vf_global):
+        local = torch.cat([approx_kl.detach().double()[None] * n_pg, n_pg[None], vf_means * n_vf, n_vf[None]])
+        sums = self.accelerator.reduce(local, reduction="sum")
+        metrics = {
+            "pg_loss": pg_loss.item(),
+            "approx_kl": (sums[0] / sums[1].clamp(min=1.0)).item(),
+            **dict(zip(("vf_loss", "vf_clipfrac", "value_pred_mean"), (sums[2:5] / sums[5].clamp(min=1.0)).tolist())),
+        }
+        for name, value in metrics.items():
             self._metrics[mode][name].append(value)
-        return loss
 
     def _value_loss_normalizer(self, inputs: dict[str, Any], mode: str) -> Any:
-        """Divisor of the local token-mean value loss, so that it is normalised like TRL's policy loss.
+        """Divisor of the local token-mean value loss that makes it a token mean over the global accumulated batch.
 
-        TRL's ``dapo``/``cispo``/``vespo`` divide the local token sum by ``num_items_in_batch / P · GA /
-        steps_per_generation`` (``P`` processes, ``GA`` accumulation steps): after DDP averages the gradients over
-        processes, a token mean over the global accumulated batch. The value loss does the same with the global count
-        of its own tokens (``value_items_in_batch``): ``vf_loss · n_local / normalizer = Σ_local / normalizer``. The
-        other loss types normalise per process (``bnpo``: local token mean), so the value loss stays the local token
-        mean divided by ``GA`` (exactly as before). With one process and ``GA == steps_per_generation == 1`` both
-        give ``1``.
+        ``vf_loss · n_local / normalizer = Σ_local / (N / P · GA / steps_per_generation)``, with ``N`` the value-loss
+        tokens of the whole generation batch (all processes, ``value_items_in_batch``), ``P`` processes and ``GA``
+        accumulation steps: once DDP averages the gradients over processes and the micro-batches of a step are
+        accumulated, the value loss is ``Σ_{global tokens} / N_step`` — the token mean over the global batch of the
+        optimizer step, as PPO implementations define it, whatever the policy's ``loss_type`` (TRL's aggregation of
+        its policy loss is not reused: it is internal to ``GRPOTrainer._compute_loss``). In evaluation the batch is
+        neither split nor accumulated: ``N / P``. One process, ``GA == steps_per_generation == 1``: ``1``.
         """
-        accumulation = self.current_gradient_accumulation_steps if mode == "train" else 1.0
-        if self.loss_type not in _GLOBAL_TOKEN_LOSS_TYPES:
-            return accumulation
         normalizer = inputs["value_items_in_batch"].clamp(min=1.0) / self.accelerator.num_processes
         if mode == "train":  # value_items_in_batch spans the generation batch: rescale to one accumulation window
             normalizer = normalizer * self.current_gradient_accumulation_steps / self.args.steps_per_generation

@@ -284,8 +284,9 @@ def resolve_reward_processing_classes(
         classes = [reward_processing_classes]
     if len(classes) != n:
         raise ValueError(
-            f"RFTTrainer: reward_processing_classes has {len(classes)} entries for {n} reward functions; give one per "
-            "reward function (None for callables)."
+            f"The number of reward processing classes ({len(classes)}) must match the number of reward functions "
+            f"({n}). RFTTrainer: give one per reward function, in the order of reward_funcs (None for callables and "
+            "for reward models whose own tokenizer loads from their path)."
         )
     kwargs = {"trust_remote_code": args.trust_remote_code}
     policy_vocab: int | None = None

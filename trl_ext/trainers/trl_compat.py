@@ -142,19 +142,67 @@ def grpo_post_init_allowing_one_generation(config: Any, post_init: Any) -> None:
         config.num_generations = 1
 
 
-@contextlib.contextmanager
-def grpo_kl_loss_term_disabled(trainer: Any) -> Iterator[None]:
-    """Within the block, ``GRPOTrainer._compute_loss`` adds no ``β·KL`` term to the loss (``trainer.beta`` is 0).
+def grpo_kl_loss_term_off(trainer: Any) -> None:
+    """Switch off ``GRPOTrainer``'s ``β·KL`` *loss* term for the rest of the run (``trainer.beta = 0``), once.
 
-    Outside it ``trainer.beta`` keeps its value, so TRL still builds the reference model and computes
-    ``ref_per_token_logps`` at rollout time (it only does so when ``beta != 0``).
+    TRL's ``trainer.beta`` is the coefficient of the k3 KL term that ``_compute_loss`` adds to the per-token loss (and
+    the switch for computing ``ref_per_token_logps`` at rollout). RFT puts the KL in the *reward* instead, so that loss
+    coefficient is 0 by design. Call this after ``GRPOTrainer.__init__`` has built the reference (it does so from
+    ``args.beta > 0``); from then on the caller computes the reference log-probs itself
+    (:func:`grpo_reference_logps`) and keeps its own β — never read ``trainer.beta`` for it.
     """
-    beta = trainer.beta
     trainer.beta = 0.0
-    try:
-        yield
-    finally:
-        trainer.beta = beta
+
+
+def grpo_has_reference(trainer: Any) -> bool:
+    """Whether ``GRPOTrainer`` set up a reference policy: a separate ``ref_model``, or a PEFT policy whose adapters
+    can be switched off (``use_adapter(model, None)``, or the frozen ``"ref"`` adapter TRL adds for a pretrained one)."""
+    from accelerate.utils import is_peft_model
+
+    return trainer.ref_model is not None or is_peft_model(trainer.accelerator.unwrap_model(trainer.model))
+
+
+def grpo_reference_logps(trainer: Any, batch: dict, batch_size: int | None = None):
+    """Per-token log-probs ``(B, T)`` of a rollout batch's completions under TRL's reference policy, no grad.
+
+    The same reference ``GRPOTrainer._generate_and_score_completions`` uses for ``ref_per_token_logps``:
+    ``trainer.ref_model`` when TRL loaded one (full fine-tuning), else the PEFT policy with its adapters disabled
+    (or TRL's ``"ref"`` adapter when training a pretrained adapter).
+    """
+    if trainer.ref_model is not None:
+        return grpo_policy_logps(trainer, trainer.ref_model, batch, batch_size=batch_size)
+    from trl.trainer.utils import use_adapter
+
+    if not grpo_has_reference(trainer):
+        raise RuntimeError(
+            "GRPOTrainer built no reference policy (no ref_model and no PEFT adapters to disable); with beta > 0 "
+            f"trl {_trl_version()} should have built one."
+        )
+    unwrapped = trainer.accelerator.unwrap_model(trainer.model)
+    with use_adapter(unwrapped, adapter_name="ref" if "ref" in unwrapped.peft_config else None):
+        return grpo_policy_logps(trainer, trainer.model, batch, batch_size=batch_size)
+
+
+def _trl_version() -> str:
+    import trl
+
+    return trl.__version__
+
+
+def grpo_require_batch_keys(batch: dict, keys: tuple[str, ...], where: str) -> None:
+    """Raise a clear error when a ``GRPOTrainer`` rollout batch lacks a key that trl_ext's math reads.
+
+    ``where`` names the reader (e.g. ``"RFTTrainer._generate_and_score_completions"``). A key that is missing or
+    ``None`` means the installed TRL builds its batch differently from TRL 1.16 (renamed key): fail, never continue
+    with a default.
+    """
+    missing = [k for k in keys if batch.get(k) is None]
+    if missing:
+        raise KeyError(
+            f"{where}: the batch built by trl {_trl_version()}'s GRPOTrainer._generate_and_score_completions has no "
+            f"{', '.join(repr(k) for k in missing)} (keys: {sorted(batch)}). trl_ext supports trl 1.16; this TRL "
+            "version renamed or dropped it."
+        )
 
 
 @contextlib.contextmanager
