@@ -870,3 +870,24 @@ def test_trl_grpo_script_resolves_our_reward_funcs(tiny_model_path, tmp_path):
         assert match, f"rewards/{name}/mean not logged:\n{output[-3000:]}"
         assert math.isfinite(float(match.group(1))), match.group(0)
     assert "All reward functions returned None" not in output
+
+
+def test_pathological_outputs_score_without_scoring_errors(caplog):
+    """Overflowing numbers, long repetitive outputs, unbalanced braces: 0.0, no exception caught inside the grader
+    (a caught one logs 'scoring failed'), and bounded time."""
+    import logging
+    import time
+
+    from trl_ext.rewards import MathVerify
+
+    outputs = ["9" * 5000, "#### " + "9" * 400, "The answer is 1e999", "{" * 3000 + "\\boxed{" * 300,
+               "1,000" * 2000, "one two three " * 1000, "The answer is " * 1000, "\\frac{1}{0}", "#### 1/0",
+               "1 0/0", "-" * 5000 + "8", "\u2212" * 100]
+    for grader in (NumericMatch(), ExactMatch(), MathVerify()):
+        with caplog.at_level(logging.WARNING, logger="trl_ext.rewards"):
+            start = time.perf_counter()
+            rewards = grader(completions=outputs, answer=["7"] * len(outputs))
+            elapsed = time.perf_counter() - start
+        assert rewards == [0.0] * len(outputs), (grader.__name__, rewards)
+        assert "scoring failed" not in caplog.text, caplog.text
+        assert elapsed < 5.0, (grader.__name__, elapsed)

@@ -251,7 +251,7 @@ def _from_hash_line(text: str) -> str | None:
 
 def _from_boxed(text: str) -> str | None:
     starts = [m.end() for m in _BOXED.finditer(text)]
-    for start in reversed(starts):
+    for start in reversed(starts[-32:]):  # bounded: each unbalanced start scans to the end of the text
         inner = _balanced(text, start)
         if inner is not None and _clean(inner):
             return _clean(inner)
@@ -520,19 +520,23 @@ def _stated_str(answer: str, strict: bool) -> tuple[float, bool] | None:
         return None
     match = _NUMBER.match(text)
     if match and (not strict or _only_units(text[match.end() :])):
-        token = _number_token(match)
-        return parse_number(token), token.endswith("%")
+        return _token_value(match)
     if strict:
         return None
     match = _NUMBER.search(text)
     if match:
-        token = _number_token(match)
-        return parse_number(token), token.endswith("%")
+        return _token_value(match)
     words = _NUMBER_WORDS.search(text)
     if words:
         value = parse_number(words.group(0))
         return None if value is None else (value, False)
     return None
+
+
+def _token_value(match: re.Match) -> tuple[float, bool] | None:
+    token = _number_token(match)
+    value = parse_number(token)
+    return None if value is None else (value, token.endswith("%"))  # None: e.g. 5000 digits overflow to inf
 
 
 _UNIT_TAIL = re.compile(r"^[\sA-Za-z\u00b2\u00b3\u00b5\u00b0^/.{}\\()\d-]*$")
