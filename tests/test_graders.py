@@ -529,6 +529,7 @@ def test_all_graders_as_grpo_reward_funcs(tiny_model_path, tmp_path, conversatio
         # neighbours that must keep working
         ("The answer is 5. Hmm, wrong. Actually the answer is 8.", "8"),
         ("I think the answer should be 17.", "17"),
+        ("Answer: Paris, France", "Paris, France"),  # a comma ends an answer only before a connective
         ("The answer is 3 apples", "3 apples"),
         ("The probability is \\frac{1}{6}.", "1/6"),
         ("I have 3 apples and 10 pears", "10"),
@@ -637,6 +638,8 @@ def test_numeric_match_reads_rationale_references():
         ("#### 2^{10}", "1024", 1.0),
         ("#### 94*4 - 61 - 6", "309", 1.0),
         ("#### 5 or 6", "5", 0.0),  # a hedge states no answer
+        ("The answer is 5, or maybe 6.", "5", 0.0),
+        ("The answer is 5 \u00b1 1.", "5", 0.0),
         ("#### -$50", "-50", 1.0),
         ("#### -$50", "50", 0.0),
     ],

@@ -59,8 +59,10 @@ _ANSWER_PHRASE = re.compile(
     re.IGNORECASE,
 )
 # Where a stated answer ends: a sentence end, a clause (", because", "; …", " since"), or the line end.
+# A comma ends it only before a connective, so "Paris, France" stays whole.
 _ANSWER_END = re.compile(
-    r"\.(?:\s|$)|;|\n|,\s+(?=[A-Za-z])|\s+(?:because|since|as|which|so|and\s+then|but)\b", re.IGNORECASE
+    r"\.(?:\s|$)|;|\n|,?\s+(?:because|since|as|which|so|and\s+then|but|that|i\.e\.|meaning|given|for)\b",
+    re.IGNORECASE,
 )
 _BOXED = re.compile(r"\\(?:boxed|fbox)\s*\{")
 _TEXT_WRAPPER = re.compile(r"\\(?:text|textbf|mathrm|mbox|mathbf)\s*\{([^{}]*)\}")
@@ -83,7 +85,7 @@ _FRAC_LATEX = re.compile(r"^([+-]?)\\[dt]?frac\s*\{([^{}]+)\}\s*\{([^{}]+)\}$")
 _MIXED = re.compile(r"^([+-]?)(\d+)\s+(\d+)\s*/\s*(\d+)$")
 _SCI = re.compile(r"^([+-]?(?:\d+(?:\.\d+)?|\.\d+))" + _TIMES_TEN.replace(r"[+-]?\d+", r"([+-]?\d+)") + "$")
 _PERCENT = re.compile(r"\s*(?:\\?%|percent)$", re.IGNORECASE)
-_HEDGE = re.compile(r"\d\s*(?:or|and/or|to)\s+[-$]?\d|\d\s*(?:\u00b1|\+/-)", re.IGNORECASE)
+_HEDGE = re.compile(r"\d\s*,?\s*(?:or|and/or|to)\s+(?:maybe\s+|perhaps\s+|possibly\s+)?[-$]?\d|\d\s*(?:\u00b1|\+/-)", re.IGNORECASE)
 
 _UNITS = {
     "zero": 0, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8, "nine": 9,
