@@ -536,6 +536,35 @@ def test_error_reward_processing_classes_length_starts_with_trls_wording(tiny_mo
                                     per_device_train_batch_size=2), reward_processing_classes=[tok, tok])
 
 
+def test_a_batch_key_missing_from_trls_rollout_is_an_error_naming_it_and_the_trl_version(
+    tiny_model_path, tmp_path, monkeypatch
+):
+    """A TRL that renames a rollout key, or a batch without reference log-probs at β > 0: a clear error, never a
+    silent default (e.g. a zero KL)."""
+    import trl
+
+    trainer = RFTTrainer(model=tiny_model_path, reward_funcs=char_variety, args=_args(tmp_path, beta=0.2),
+                         train_dataset=_dataset())
+    trainer.model.train()
+    original = GRPOTrainer._generate_and_score_completions
+
+    def renamed(self, inputs):
+        out = original(self, inputs)
+        out["completion_attention_mask"] = out.pop("completion_mask")
+        return out
+
+    monkeypatch.setattr(GRPOTrainer, "_generate_and_score_completions", renamed)
+    with pytest.raises(KeyError, match=rf"'completion_mask'.*trl {trl.__version__}|trl {trl.__version__}.*'completion_mask'"):
+        trainer._generate_and_score_completions(next(iter(trainer.get_train_dataloader())))
+    monkeypatch.setattr(GRPOTrainer, "_generate_and_score_completions", original)
+
+    out = trainer._generate_and_score_completions(next(iter(trainer.get_train_dataloader())))
+    assert out["ref_per_token_logps"].shape == out["completion_ids"].shape
+    del out["ref_per_token_logps"]
+    with pytest.raises(KeyError, match=r"KL reward, beta > 0.*'ref_per_token_logps'"):
+        trainer._compute_loss(trainer.model, out)
+
+
 def test_error_dataset_without_prompt_column(tiny_model_path, tmp_path):
     bad = Dataset.from_dict({"question": PROMPTS, "answer": ["4", "15", "15", "6"]})
     with pytest.raises(ValueError, match=r"train_dataset has no 'prompt' column \(columns: \['question', 'answer'\]\)"):
