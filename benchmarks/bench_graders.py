@@ -11,6 +11,11 @@ counts as "not correct". Graders compared:
 Speed: milliseconds per item over the whole corpus in one batch, best of ``--repeats`` runs, with every cache of
 ours cleared before each run (cold: no item is graded from a cache). One process, one thread.
 
+A second, generated set checks the graders on text not written by the corpus author: reasoning-gym's gsm_symbolic
+chains of thought (GSM8K format, ending in ``#### N``), as references and as outputs, in six variants whose verdict
+is known by construction (the chain itself, "The answer is N.", ``\\boxed{N}``, the chain against the bare answer:
+correct; ``#### N+1`` against the chain or the bare answer: wrong).
+
 Usage:
     python benchmarks/bench_graders.py            # writes benchmarks/results/graders.{json,md}
 """
@@ -35,6 +40,27 @@ RESULTS = ROOT / "benchmarks" / "results"
 def load_corpus(path: Path = CORPUS) -> list[dict]:
     with open(path, encoding="utf-8") as f:
         return [json.loads(line) for line in f if line.strip()]
+
+
+def generated_cases(n: int = 50, seed: int = 0) -> list[dict]:
+    """Six cases per reasoning-gym gsm_symbolic entry, verdicts by construction (see the module docstring)."""
+    import reasoning_gym
+
+    cases = []
+    for entry in reasoning_gym.create_dataset("gsm_symbolic", size=n, seed=seed):
+        cot, answer = entry["metadata"]["answer_cot"], str(entry["answer"])
+        wrong = str(int(float(answer)) + 1)
+        head = cot.rsplit("####", 1)[0]
+        for category, output, reference, verdict in [
+            ("chain_vs_chain", cot, cot, True),
+            ("answer_is_vs_chain", f"The answer is {answer}.", cot, True),
+            ("boxed_vs_chain", f"So the total is $\\boxed{{{answer}}}$.", cot, True),
+            ("chain_vs_answer", cot, answer, True),
+            ("wrong_vs_chain", f"{head}#### {wrong}", cot, False),
+            ("wrong_vs_answer", f"{head}#### {wrong}", answer, False),
+        ]:
+            cases.append({"category": category, "output": output, "reference": reference, "verdict": verdict})
+    return cases
 
 
 def clear_caches() -> None:
@@ -127,14 +153,30 @@ def main(argv: list[str] | None = None) -> list[dict]:
     logging.disable(logging.WARNING)  # math-verify logs every unparsable output
     corpus = load_corpus()
     results = [evaluate(name, grader, corpus, args.repeats) for name, grader in graders().items()]
+    generated = generated_cases()
+    generated_results = [evaluate(name, grader, generated, 1) for name, grader in graders().items()]
     meta = {
         "n": len(corpus),
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, Python {platform.python_version()}",
         "repeats": args.repeats,
     }
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "graders.json").write_text(json.dumps({"meta": meta, "results": results}, indent=1, ensure_ascii=False))
+    payload = {"meta": meta, "results": results, "generated_gsm_symbolic": generated_results}
+    (args.out / "graders.json").write_text(json.dumps(payload, indent=1, ensure_ascii=False))
     table = markdown(results, meta)
+    table += (
+        f"\nGenerated check: {len(generated)} cases from reasoning-gym gsm_symbolic chains of thought (verdicts by "
+        "construction; accuracy only).\n\n| grader | accuracy |\n|---|---:|\n"
+    )
+    for r in generated_results:
+        table += f"| {r['grader']} | {100 * r['accuracy']:.1f} % ({r['correct']}/{r['n']}) |\n"
+    categories = list(generated_results[0]["per_category"])
+    table += "\n| case | n | " + " | ".join(r["grader"] for r in generated_results) + " |\n"
+    table += "|---|---:|" + "---:|" * len(generated_results) + "\n"
+    for cat in categories:
+        n = generated_results[0]["per_category"][cat]["n"]
+        cells = [f"{100 * r['per_category'][cat]['correct'] / n:.0f} %" for r in generated_results]
+        table += f"| {cat} | {n} | " + " | ".join(cells) + " |\n"
     (args.out / "graders.md").write_text(table)
     print(table)
     if args.show_errors:
