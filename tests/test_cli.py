@@ -278,6 +278,9 @@ def test_reward_funcs_by_name_path_and_class():
     funcs = resolve_reward_funcs(["NumericMatch", "accuracy_reward", "trl_ext.rewards.FormatGrader"])
     assert isinstance(funcs[0], NumericMatch) and funcs[1] is accuracy_reward and isinstance(funcs[2], FormatGrader)
     assert funcs[0](prompts=["q"], completions=["#### 12"], answer=["12"]) == [1.0]
+    from trl_ext import rewards
+
+    assert resolve_reward_funcs(["numeric_match"]) == [rewards.numeric_match]  # module-level grader functions too
     with pytest.raises(UsageError, match="unknown reward function 'NoSuchGrader'"):
         resolve_reward_funcs(["NoSuchGrader"])
     with pytest.raises(UsageError, match="cannot import module 'no_such_module_xyz'"):
