@@ -438,6 +438,32 @@ def test_rft_named_test_split_and_reward_funcs(tiny_model_path, gsm8k_jsonl, tmp
     assert summary["eval_size"] == 2 and any("eval_rewards/exact_match/mean" in e for e in history)
 
 
+def test_rft_with_a_reward_model(tiny_model_path, gsm8k_jsonl, tmp_path):
+    """--reward_model_name_or_path adds a sequence-classification reward model to the graders."""
+    import torch
+    from transformers import AutoTokenizer, LlamaForSequenceClassification
+
+    from trl_ext.models import tiny_config
+
+    torch.manual_seed(0)
+    LlamaForSequenceClassification(tiny_config(num_labels=1)).save_pretrained(tmp_path / "my-rm")
+    AutoTokenizer.from_pretrained(tiny_model_path).save_pretrained(tmp_path / "my-rm")
+    _rft(tiny_model_path, tmp_path / "out", "--dataset_name", str(gsm8k_jsonl), "--max_steps", "1",
+         "--reward_model_name_or_path", str(tmp_path / "my-rm"), "--format_reward_weight", "0", "--eval_size", "0")
+    logged = [e for e in _history(tmp_path / "out") if "reward" in e][0]
+    assert _finite(logged["rewards/numeric_match/mean"]) and _finite(logged["rewards/my-rm/mean"])
+
+
+def test_streaming_is_refused_before_the_model_loads(gsm8k_jsonl, tmp_path):
+    from trl_ext.cli.scripts.unified import main as unified_main, make_parser
+
+    args = make_parser().parse_args_and_config([
+        "--model_name_or_path", str(tmp_path / "no-model-here"), "--dataset_name", str(gsm8k_jsonl),
+        "--dataset_streaming", "--completion_column", "answer", "--output_dir", str(tmp_path)])
+    with pytest.raises(DatasetLoadingError, match="--dataset_streaming is not supported"):
+        unified_main(*args)
+
+
 def test_eval_without_a_test_split_fails_before_the_model_loads(gsm8k_jsonl, tmp_path):
     from trl_ext.cli.scripts.rft import main as rft_main, make_parser
 
