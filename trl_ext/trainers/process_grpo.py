@@ -56,7 +56,7 @@ from ..core import process_advantages
 from ..hub import HubPushMixin
 from ..model_card import ModelCardMixin
 from ..rewards.process import ProcessRewardModel, check_process_rewards, completion_steps, skipped_token_ids
-from .rft_checks import probe_rewards_not_all_none
+from .rft_checks import probe_reward_funcs
 from .trl_compat import (
     grpo_local_slice,
     grpo_log_extra,
@@ -305,7 +305,7 @@ class ProcessGRPOTrainer(HubPushMixin, ModelCardMixin, VLLMSyncMixin, GRPOTraine
                 fn.model.to(self.accelerator.device)
         self._pending_process_advantages: torch.Tensor | None = None
         if self._has_outcome and getattr(args, "validate_reward_funcs", True):  # an unusable reference column fails here
-            probe_rewards_not_all_none(self.reward_funcs, self.reward_func_names, train_dataset, grpo_tokenizer(self))
+            probe_reward_funcs(self.reward_funcs, self.reward_func_names, train_dataset, grpo_tokenizer(self))
 
     # ------------------------------------------------------------------------------------------------------------------
     # Scoring: TRL calls _calculate_rewards once per generation batch, inside _generate_and_score_completions.

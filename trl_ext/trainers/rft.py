@@ -56,7 +56,6 @@ Example:
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import os
@@ -70,7 +69,6 @@ from datasets import Dataset
 from torch import nn
 from transformers import PreTrainedModel
 from trl import GRPOConfig, GRPOTrainer, SyncRefModelCallback
-from trl.data_utils import is_conversational
 
 from ..core import AdaptiveKLController, clipped_value_loss, gae, kl_k1, kl_k3, masked_mean, masked_sum
 from ..core import masked_moments, moments_mean_var, rlhf_token_rewards, whiten, whiten_with_stats
@@ -88,8 +86,7 @@ from ..models.value_head import (
 from .rft_checks import (
     check_prompt_column,
     check_quantization,
-    check_rewards,
-    check_rewards_not_all_none,
+    probe_reward_funcs,
     resolve_reward_processing_classes,
     validated_reward_func,
 )
@@ -531,35 +528,12 @@ class RFTTrainer(HubPushMixin, ModelCardMixin, VLLMSyncMixin, GRPOTrainer):
         return head
 
     def _probe_reward_funcs(self, dataset: Any) -> None:
-        """Call each reward function once on ≤ 2 rows with placeholder completions (checks length / NaN early)."""
-        if not isinstance(dataset, Dataset) or len(dataset) == 0:
+        """Call each reward function once on ≤ 2 rows with placeholder completions: a wrong number of rewards, a NaN or
+        an all-None output (unusable reference column) fails before step 1."""
+        if not isinstance(dataset, Dataset):
             return
-        rows = [dataset[i] for i in range(min(2, len(dataset)))]
-        prompts = [row["prompt"] for row in rows]
-        texts = ["", "#### 0"][: len(rows)]
-        if is_conversational({"prompt": prompts[0]}):
-            completions: list = [[{"role": "assistant", "content": t}] for t in texts]
-        else:
-            completions = texts
-        tokenizer = grpo_tokenizer(self)
-        completion_ids = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
-        columns = {k: [row[k] for row in rows] for k in rows[0] if k not in ("prompt", "completion", "completion_ids")}
-        for func, name in zip(self.reward_funcs, self.reward_func_names):
-            if isinstance(func, nn.Module):
-                continue
-            out = func(
-                prompts=prompts, completions=completions, completion_ids=completion_ids, trainer_state=self.state,
-                log_extra=lambda *a, **k: None, log_metric=lambda *a, **k: None, **columns,
-            )
-            if asyncio.iscoroutine(out):
-                loop = asyncio.new_event_loop()
-                try:
-                    out = loop.run_until_complete(out)
-                finally:
-                    loop.close()
-            if not getattr(func, "__wrapped__", None):  # not wrapped by us (e.g. an environment reward)
-                check_rewards(name, out, len(completions))
-            check_rewards_not_all_none(name, out, func, columns)  # an unusable reference column fails here
+        probe_reward_funcs(self.reward_funcs, self.reward_func_names, dataset, grpo_tokenizer(self),
+                           trainer_state=self.state, check_output=True)
 
     # ---- value capture ---------------------------------------------------------------------------------------
 

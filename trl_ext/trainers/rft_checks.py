@@ -32,7 +32,7 @@ __all__ = [
     "check_quantization",
     "check_rewards",
     "check_rewards_not_all_none",
-    "probe_rewards_not_all_none",
+    "probe_reward_funcs",
     "is_bitsandbytes_available",
     "resolve_reward_processing_classes",
     "validated_reward_func",
@@ -176,10 +176,14 @@ def check_rewards_not_all_none(name: str, rewards: Any, func: Callable | None = 
     )
 
 
-def probe_rewards_not_all_none(reward_funcs: list, names: list[str], dataset: Any, tokenizer: Any) -> None:
+def probe_reward_funcs(
+    reward_funcs: list, names: list[str], dataset: Any, tokenizer: Any, trainer_state: Any = None,
+    check_output: bool = False,
+) -> None:
     """Call each callable reward function once on <= 2 dataset rows with placeholder completions (``""`` and
-    ``"#### 0"``) and apply :func:`check_rewards_not_all_none` (for trainers without their own probe, e.g.
-    ``ProcessGRPOTrainer``). Reward models (``nn.Module``), datasets without rows and iterable datasets are skipped.
+    ``"#### 0"``) and apply :func:`check_rewards_not_all_none`; with ``check_output`` also :func:`check_rewards`
+    (one finite float or None per completion) to functions not already wrapped by :func:`validated_reward_func`.
+    Reward models (``nn.Module``), datasets without rows and iterable datasets are skipped.
     """
     import asyncio
 
@@ -202,7 +206,7 @@ def probe_rewards_not_all_none(reward_funcs: list, names: list[str], dataset: An
     for func, name in zip(reward_funcs, names):
         if isinstance(func, nn.Module) or not callable(func):
             continue
-        out = func(prompts=prompts, completions=completions, completion_ids=completion_ids, trainer_state=None,
+        out = func(prompts=prompts, completions=completions, completion_ids=completion_ids, trainer_state=trainer_state,
                    log_extra=lambda *a, **k: None, log_metric=lambda *a, **k: None, **columns)
         if asyncio.iscoroutine(out):
             loop = asyncio.new_event_loop()
@@ -210,6 +214,8 @@ def probe_rewards_not_all_none(reward_funcs: list, names: list[str], dataset: An
                 out = loop.run_until_complete(out)
             finally:
                 loop.close()
+        if check_output and not getattr(func, "__wrapped__", None):  # wrapped ones check their own output
+            check_rewards(name, out, len(completions))
         check_rewards_not_all_none(name, out, func, columns)
 
 
