@@ -85,7 +85,10 @@ _FRAC_LATEX = re.compile(r"^([+-]?)\\[dt]?frac\s*\{([^{}]+)\}\s*\{([^{}]+)\}$")
 _MIXED = re.compile(r"^([+-]?)(\d+)\s+(\d+)\s*/\s*(\d+)$")
 _SCI = re.compile(r"^([+-]?(?:\d+(?:\.\d+)?|\.\d+))" + _TIMES_TEN.replace(r"[+-]?\d+", r"([+-]?\d+)") + "$")
 _PERCENT = re.compile(r"\s*(?:\\?%|percent)$", re.IGNORECASE)
-_HEDGE = re.compile(r"\d\s*,?\s*(?:or|and/or|to)\s+(?:maybe\s+|perhaps\s+|possibly\s+)?[-$]?\d|\d\s*(?:\u00b1|\+/-)", re.IGNORECASE)
+# "5 or 6", "5, or maybe 6", "5 to 6", "5 ± 1": hedged answers state no number.
+_HEDGE = re.compile(
+    r"\d\s*,?\s*(?:or|and/or|to)\s+(?:maybe\s+|perhaps\s+|possibly\s+)?[-$]?\d|\d\s*(?:\u00b1|\+/-)", re.IGNORECASE
+)
 
 _UNITS = {
     "zero": 0, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8, "nine": 9,

@@ -6,8 +6,13 @@ Every grader is a callable object::
 
 with a settable ``__name__`` (TRL logs ``rewards/<__name__>/mean``). Completions may be strings (standard
 format) or message lists (conversational format). A sample whose reference (the ``answer`` column by default)
-is missing, ``None`` or empty gets ``None`` ("not applicable"; TRL turns it into NaN and ignores it). Garbage
-model output gets ``0.0``; a grader never raises because of what a model generated.
+is missing, ``None`` or empty gets ``None`` ("not applicable"; TRL turns it into NaN and ignores it). A reference
+may be a whole rationale (GSM8K's ``… #### 72``, ``\\boxed{42}``, "The answer is 7"): graders compare against the
+answer it states (:func:`~trl_ext.rewards.reference_answer`). Garbage model output gets ``0.0``; a grader never
+raises because of what a model generated.
+
+For TRL's command line (``trl grpo --reward_funcs trl_ext.rewards.numeric_match``) the module-level functions
+:func:`exact_match` and :func:`numeric_match` wrap the graders with their defaults.
 
 Example:
     >>> from trl_ext.rewards import ExactMatch, FormatGrader, MultiGrader
@@ -261,7 +266,11 @@ class ExactMatch(Grader):
         self._rename()
 
     def _name_params(self) -> dict[str, tuple[Any, Any]]:
-        return {**super()._name_params(), "numeric": (self.numeric, True), "case_sensitive": (self.case_sensitive, False)}
+        return {
+            **super()._name_params(),
+            "numeric": (self.numeric, True),
+            "case_sensitive": (self.case_sensitive, False),
+        }
 
     def score(self, prediction: str | None, reference: str | None, row: dict[str, Any]) -> float:
         if prediction is None or reference is None:
