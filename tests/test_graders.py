@@ -658,6 +658,12 @@ def test_exact_match_reads_rationale_references():
     assert grader(completions=["#### seven"], answer=["7"]) == [1.0]
 
 
+def test_contains_and_fuzzy_read_rationale_references():
+    assert Contains()(completions=["so 72 clips", "so 71 clips"], answer=[GSM8K_RATIONALE] * 2) == [1.0, 0.0]
+    assert FuzzySimilarity()(completions=["#### Paris"], answer=["The answer is Paris."]) == [1.0]
+    assert FuzzySimilarity(method="numeric")(completions=["#### 36"], answer=[GSM8K_RATIONALE]) == [0.5]
+
+
 def test_parameters_make_distinct_names():
     assert NumericMatch().__name__ == "numeric_match"
     assert NumericMatch(rel_tol=0.01).__name__ == "numeric_match_rel_tol_0.01"
@@ -796,6 +802,10 @@ def test_trainers_reject_an_unusable_reference_column_at_the_probe(tiny_model_pa
     # GSM8K rationales are usable references: no error
     Trainer(model=tiny_model_path, reward_funcs=[NumericMatch()], args=args,
             train_dataset=_probe_dataset([GSM8K_RATIONALE] * 4), **extra)
+    # the probe can be switched off (a mixed dataset where the grader applies to some rows only)
+    args.validate_reward_funcs = False
+    Trainer(model=tiny_model_path, reward_funcs=[NumericMatch()], args=args,
+            train_dataset=_probe_dataset(["a cat", "a dog", "a cow", "a hen"]), **extra)
 
 
 # --------------------------------------------------------------------------------------------- TRL: GSM8K references

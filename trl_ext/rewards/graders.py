@@ -352,6 +352,7 @@ class Contains(Grader):
     def score(self, prediction: str | None, reference: str | None, row: dict[str, Any]) -> float:
         if prediction is None or reference is None:
             return 0.0
+        reference = reference_answer(reference) or reference  # a rationale reference: look for the answer it states
         haystack, needle = _normalize(prediction), _normalize(reference)
         if not self.whole_word:
             return float(needle in haystack)
@@ -391,6 +392,8 @@ class FuzzySimilarity(Grader):
             return self._numeric(prediction, reference)
         if prediction is None or reference is None:
             return 0.0
+        if self.extract:
+            reference = reference_answer(reference) or reference
         return difflib.SequenceMatcher(None, _normalize(prediction), _normalize(reference)).ratio()
 
     @staticmethod
