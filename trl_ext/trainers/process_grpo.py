@@ -56,6 +56,7 @@ from ..core import process_advantages
 from ..hub import HubPushMixin
 from ..model_card import ModelCardMixin
 from ..rewards.process import ProcessRewardModel, check_process_rewards, completion_steps, skipped_token_ids
+from .checkpointing import ResumeMixin
 from .rft_checks import probe_reward_funcs
 from .trl_compat import (
     grpo_local_slice,
@@ -82,6 +83,7 @@ _PROCESS_DEFAULTS = {
     "process_reward_weights": None,
     "outcome_reward_weight": 1.0,
     "correct_step_threshold": 0.5,
+    "validate_reward_funcs": True,
 }
 
 
@@ -138,6 +140,14 @@ class ProcessGRPOConfig(GRPOConfig):
             "reward is >= this value. Logging only. Defaults to 0.5."
         },
     )
+    validate_reward_funcs: bool = field(
+        default=True,
+        metadata={
+            "help": "Before training, call each outcome reward function once on two dataset rows with placeholder "
+            "completions, so that a reward function returning None for every sample (an unusable reference column) "
+            "fails before step 1. Disable for reward functions with costly side effects."
+        },
+    )
 
     def __post_init__(self):
         if isinstance(self.step_separator, str) and "\\n" in self.step_separator:
@@ -161,7 +171,7 @@ def _func_name(fn: Any) -> str:
     return getattr(fn, "__name__", None) or type(fn).__name__
 
 
-class ProcessGRPOTrainer(HubPushMixin, ModelCardMixin, VLLMSyncMixin, GRPOTrainer):
+class ProcessGRPOTrainer(ResumeMixin, HubPushMixin, ModelCardMixin, VLLMSyncMixin, GRPOTrainer):
     """TRL's ``GRPOTrainer`` with process supervision: per-step rewards, pooled normalisation, reward-to-go.
 
     Args:
@@ -304,7 +314,7 @@ class ProcessGRPOTrainer(HubPushMixin, ModelCardMixin, VLLMSyncMixin, GRPOTraine
             if isinstance(fn, ProcessRewardModel):
                 fn.model.to(self.accelerator.device)
         self._pending_process_advantages: torch.Tensor | None = None
-        if self._has_outcome and getattr(args, "validate_reward_funcs", True):  # an unusable reference column fails here
+        if self._has_outcome and args.validate_reward_funcs:  # an unusable reference column fails here
             probe_reward_funcs(self.reward_funcs, self.reward_func_names, train_dataset, grpo_tokenizer(self))
 
     # ------------------------------------------------------------------------------------------------------------------
