@@ -316,10 +316,33 @@ def test_help_groups_our_options(command, groups, capsys):
         assert "--dataset_name" in options.split("ScriptArguments (trl)")[1].split(">>>")[0]
 
 
+def test_prm_help_groups_our_options(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["prm", "--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: trl-ext prm")
+    options = out.split("\noptions:")[1]
+    ours = options.split(">>> PRMConfig (trl_ext)")[1].split("TrainingArguments (transformers)")[0]
+    assert "--step_separator" in ours and "--train_on_last_step_only" in ours
+    assert ">>> ScriptArguments (script)" in out or ">>> ScriptArguments (trl_ext)" in out
+    assert "--train_top_layers" in out and "--accelerate_config" in out
+
+
+@pytest.mark.slow
+def test_prm_command_trains_and_writes_results(tiny_model_path, tmp_path):
+    out = tmp_path / "prm"
+    _cli("prm", "--model_name_or_path", tiny_model_path, "--max_steps", "1", "--train_size", "8", "--eval_size", "4",
+         "--train_top_layers", "1", "--output_dir", str(out))
+    results = json.loads((out / "results.json").read_text())
+    assert set(results["summary"]) == {"untrained", "trained", "arithmetic_verifier", "all_correct"}
+    assert (out / "config.json").is_file() and (out / "README.md").is_file()
+
+
 def test_top_level_help_and_env(capsys):
     assert main([]) == 0
     out = capsys.readouterr().out
-    for name in ("rft", "process-grpo", "unified", "env"):
+    for name in ("rft", "process-grpo", "unified", "prm", "env"):
         assert name in out
     assert main(["env"]) == 0
     out = capsys.readouterr().out

@@ -13,6 +13,7 @@ Commands::
     trl-ext rft            RFTTrainer (PPO with a critic)        trl_ext/cli/scripts/rft.py
     trl-ext process-grpo   ProcessGRPOTrainer (step rewards)    trl_ext/cli/scripts/process_grpo.py
     trl-ext unified        UnifiedLikelihoodTrainer (SFT + DPO)  trl_ext/cli/scripts/unified.py
+    trl-ext prm            PRMTrainer (process reward model)     trl_ext/cli/scripts/prm.py
     trl-ext env            versions, for bug reports
 
 Example:
@@ -55,6 +56,7 @@ COMMANDS = (
     TrainingCommand("process-grpo", "process_grpo", "Process-supervised GRPO (ProcessGRPOTrainer: per-step rewards)"),
     TrainingCommand("unified", "unified", "Demonstrations + preference pairs in one objective "
                                           "(UnifiedLikelihoodTrainer)"),
+    TrainingCommand("prm", "prm", "Process reward model on step labels (PRMTrainer: token classifier)"),
 )
 
 LAUNCH_EPILOG = (
