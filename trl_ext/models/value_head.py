@@ -37,6 +37,16 @@ VALUE_HEAD_ATTRIBUTE = "value_head"
 _FORMAT = "trl_ext.value_head"
 _FORMAT_VERSION = 1
 
+POLICY_WEIGHT_PATTERNS = (
+    "model.safetensors",
+    "model-*-of-*.safetensors",
+    "pytorch_model.bin",
+    "pytorch_model-*-of-*.bin",
+    "adapter_model.safetensors",
+    "adapter_model.bin",
+)
+"""Policy weight files (full model, shards, PEFT adapter) whose hashes pair a saved value head with its policy."""
+
 ValueHeadInit = Literal["normal", "zeros"]
 
 
@@ -132,15 +142,26 @@ class ValueHead(nn.Module):
             "source": self.source,
         }
 
-    def save_pretrained(self, save_directory: str | os.PathLike) -> Path:
-        """Write ``value_head.safetensors`` and ``value_head_config.json`` into ``save_directory``."""
+    def save_pretrained(self, save_directory: str | os.PathLike, policy: dict[str, Any] | None = None) -> Path:
+        """Write ``value_head.safetensors`` and ``value_head_config.json`` into ``save_directory``.
+
+        ``policy`` (e.g. :func:`policy_record` of the folder, written right after the policy) is stored in the config
+        as ``"policy"``: :func:`check_policy_pairing` then refuses the folder if its policy files are not the ones the
+        head was saved with. Both files are written to temporaries and renamed, so each is either old or complete.
+        """
         from safetensors.torch import save_file
 
         save_directory = Path(save_directory)
         save_directory.mkdir(parents=True, exist_ok=True)
         state = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in self.state_dict().items()}
-        save_file(state, str(save_directory / VALUE_HEAD_WEIGHTS_NAME), metadata={"format": "pt"})
-        (save_directory / VALUE_HEAD_CONFIG_NAME).write_text(json.dumps(self.config_dict(), indent=2) + "\n")
+        config = self.config_dict()
+        if policy is not None:
+            config["policy"] = policy
+        weights = save_directory / VALUE_HEAD_WEIGHTS_NAME
+        tmp_weights = weights.with_name(f".{weights.name}.tmp-{os.getpid()}")
+        save_file(state, str(tmp_weights), metadata={"format": "pt"})
+        os.replace(tmp_weights, weights)
+        atomic_write_text(save_directory / VALUE_HEAD_CONFIG_NAME, json.dumps(config, indent=2) + "\n")
         return save_directory
 
     def load_weights(self, directory: str | os.PathLike) -> None:
@@ -278,6 +299,64 @@ def get_value_head(model: nn.Module) -> ValueHead | None:
     return head if isinstance(head, ValueHead) else None
 
 
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary sibling and ``os.replace`` (never a half-written file)."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 22), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def policy_fingerprint(directory: str | os.PathLike) -> dict[str, str]:
+    """``{file name: sha256}`` of the policy weight files in ``directory`` (:data:`POLICY_WEIGHT_PATTERNS`)."""
+    d = Path(directory)
+    names = sorted({p.name for pattern in POLICY_WEIGHT_PATTERNS for p in d.glob(pattern) if p.is_file()})
+    return {name: _sha256(d / name) for name in names}
+
+
+def policy_record(directory: str | os.PathLike, global_step: int | None = None) -> dict[str, Any]:
+    """What a value head saved next to its policy records about it: the policy files' hashes and the step."""
+    return {"global_step": global_step, "files": policy_fingerprint(directory)}
+
+
+def check_policy_pairing(directory: str | os.PathLike, where: str = "load_policy_and_value_head") -> None:
+    """Raise ``ValueError`` if the value head in ``directory`` was saved with other policy files than those there.
+
+    The head's ``value_head_config.json`` records the hashes of the policy weight files written with it
+    (``RFTTrainer`` saves the policy first, then the head with that record). A folder where a save was interrupted
+    after the policy was rewritten — or into which files of two runs were copied — has a policy whose hashes differ
+    from the record: loading that pair would silently combine a critic with a policy it was never trained with. A
+    head saved without a record (``ValueHead.save_pretrained`` alone, older trl_ext) is not checked.
+    """
+    d = Path(directory)
+    config_file = d / VALUE_HEAD_CONFIG_NAME
+    if not config_file.is_file():
+        return
+    record = json.loads(config_file.read_text()).get("policy")
+    if not record or not record.get("files"):
+        return
+    found = policy_fingerprint(d)
+    if found != record["files"]:
+        differ = sorted(n for n in set(found) | set(record["files"]) if found.get(n) != record["files"].get(n))
+        step = record.get("global_step")
+        raise ValueError(
+            f"{where}: {d / VALUE_HEAD_WEIGHTS_NAME} was saved with other policy weights than the ones in {d} "
+            f"({', '.join(differ)} differ from the sha256 recorded in {VALUE_HEAD_CONFIG_NAME}"
+            f"{f' at global step {step}' if step is not None else ''}): the folder mixes two saves (e.g. a save "
+            "interrupted after the policy was written, or files copied from another run). Save the policy and the "
+            "value head again together, or use the checkpoint folder they both came from."
+        )
+
+
 def has_value_head_files(directory: str | os.PathLike) -> bool:
     """Whether ``directory`` holds a saved value head (both files)."""
     d = Path(directory)
@@ -302,6 +381,8 @@ def load_policy_and_value_head(
         >>> values = value_head(model(input_ids, output_hidden_states=True).hidden_states[-1])  # doctest: +SKIP
     """
     local = Path(path_or_repo_id)
+    if local.is_dir():
+        check_policy_pairing(local)  # before anything heavy is loaded
     is_adapter = (local / "adapter_config.json").is_file() if local.is_dir() else _hub_has_file(
         str(path_or_repo_id), "adapter_config.json", from_pretrained_kwargs
     )

@@ -436,6 +436,19 @@ class ArithmeticStepVerifier:
 # ----------------------------------------------------------------------------------------------------------------------
 
 
+def _check_head_loaded(path: str, model: Any, info: dict) -> None:
+    """Raise if the checkpoint at ``path`` had no token-classification head (transformers initialised it randomly)."""
+    missing = [k for k in info.get("missing_keys", ()) if k.split(".")[0] in ("score", "classifier")]
+    if missing:
+        archs = getattr(model.config, "architectures", None) or []
+        raise ValueError(
+            f"ProcessRewardModel: {path} has no token-classification head ({', '.join(sorted(missing))} missing from "
+            f"the checkpoint{f'; it was saved as {archs[0]}' if archs else ''}), so its step scores would come from a "
+            "randomly initialised layer. Pass a process reward model trained for token classification (e.g. with "
+            "trl_ext.trainers.PRMTrainer), not a causal LM or base model."
+        )
+
+
 class ProcessRewardModel:
     """Process reward from a token-classification PRM: P("correct") at the last token of each step.
 
@@ -482,7 +495,8 @@ class ProcessRewardModel:
             from transformers import AutoModelForTokenClassification
 
             path = model
-            model = AutoModelForTokenClassification.from_pretrained(path)
+            model, info = AutoModelForTokenClassification.from_pretrained(path, output_loading_info=True)
+            _check_head_loaded(path, model, info)
             if tokenizer is None:
                 from transformers import AutoTokenizer
 

@@ -80,9 +80,14 @@ from ..models.value_head import (
     VALUE_HEAD_WEIGHTS_NAME,
     ValueHead,
     attach_value_head,
+    atomic_write_text,
+    check_policy_pairing,
     get_value_head,
     has_value_head_files,
+    policy_fingerprint,
+    policy_record,
 )
+from .checkpointing import ResumeMixin
 from .rft_checks import (
     check_prompt_column,
     check_quantization,
@@ -245,6 +250,14 @@ class RFTConfig(GRPOConfig):
             "per step. Otherwise, or when False, a separate no-grad forward computes them right after generation."
         },
     )
+    resume_with_fresh_value_head: bool = field(
+        default=False,
+        metadata={
+            "help": "Resuming from a checkpoint without value-head files (e.g. a GRPOTrainer checkpoint) or without "
+            "rft_state.json (adaptive beta) raises, naming the missing file. Set True to resume anyway with a "
+            "freshly initialised value head (and beta from the config), explicitly."
+        },
+    )
     validate_reward_funcs: bool = field(
         default=True,
         metadata={
@@ -366,7 +379,7 @@ class PolicyOnlySyncRefModelCallback(SyncRefModelCallback):
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-class RFTTrainer(HubPushMixin, ModelCardMixin, VLLMSyncMixin, GRPOTrainer):
+class RFTTrainer(ResumeMixin, HubPushMixin, ModelCardMixin, VLLMSyncMixin, GRPOTrainer):
     """PPO actor-critic reinforcement fine-tuning (value head, clipped value loss, GAE, KL in the reward).
 
     Takes every argument of TRL's ``GRPOTrainer`` (``model``, ``reward_funcs`` — graders from
@@ -828,22 +841,77 @@ class RFTTrainer(HubPushMixin, ModelCardMixin, VLLMSyncMixin, GRPOTrainer):
         if not self.args.should_save:
             return
         output_dir = output_dir if output_dir is not None else self.args.output_dir
-        self._value_head_for_saving(state_dict).save_pretrained(output_dir)
+        # the policy files are written: record their hashes with the head and beta, so a mixed folder is refused
+        record = policy_record(output_dir, global_step=self.state.global_step)
+        self._value_head_for_saving(state_dict).save_pretrained(output_dir, policy=record)
         if self.kl_ctl is not None:
-            Path(output_dir, RFT_STATE_NAME).write_text(json.dumps({"beta": self.kl_ctl.value}, indent=2) + "\n")
+            state = {"beta": self.kl_ctl.value, "policy": record}
+            atomic_write_text(Path(output_dir, RFT_STATE_NAME), json.dumps(state, indent=2) + "\n")
 
     def _load_rft_files(self, folder: str | None) -> None:
+        """Load the value head and beta of ``folder``; refuse missing files and a policy/head pair of two saves.
+
+        No value head (a GRPOTrainer checkpoint, deleted files) raises naming the file, unless
+        ``args.resume_with_fresh_value_head`` (then the current head — freshly initialised — is kept, with a
+        warning). The same for ``rft_state.json`` with an adaptive beta (``kl_target``): beta is never silently reset.
+        """
+        import warnings
+
         if not folder or not os.path.isdir(folder):
             return
+        fresh_ok = getattr(self.args, "resume_with_fresh_value_head", False)
+        hint = ("set RFTConfig.resume_with_fresh_value_head=True to start a fresh critic (and beta from the config) "
+                "explicitly")
         if has_value_head_files(folder):
+            check_policy_pairing(folder, where="RFTTrainer (resume)")
             self.value_head.load_weights(folder)
+        else:
+            missing = next(n for n in (VALUE_HEAD_WEIGHTS_NAME, VALUE_HEAD_CONFIG_NAME) if not Path(folder, n).is_file())
+            if not fresh_ok:
+                raise FileNotFoundError(
+                    f"RFTTrainer: the checkpoint {folder} has no {missing} (is it a GRPOTrainer checkpoint, or were "
+                    f"files removed?): resuming would silently re-initialise the value head. Restore the file, or {hint}."
+                )
+            warnings.warn(f"RFTTrainer: {folder} has no {missing}; resuming with a fresh value head as asked "
+                          "(resume_with_fresh_value_head=True).", stacklevel=2)
         state_file = Path(folder, RFT_STATE_NAME)
-        if self.kl_ctl is not None and state_file.is_file():
-            self.kl_ctl.value = float(json.loads(state_file.read_text())["beta"])
+        if self.kl_ctl is None:
+            return
+        if not state_file.is_file():
+            if not fresh_ok:
+                raise FileNotFoundError(
+                    f"RFTTrainer: the checkpoint {folder} has no {RFT_STATE_NAME}, which holds the adaptive KL "
+                    f"coefficient beta (kl_target is set): resuming would silently reset beta to {self.args.beta}. "
+                    f"Restore the file, or {hint}."
+                )
+            warnings.warn(f"RFTTrainer: {folder} has no {RFT_STATE_NAME}; beta restarts at {self.args.beta} as asked.",
+                          stacklevel=2)
+            return
+        state = json.loads(state_file.read_text())
+        recorded = (state.get("policy") or {}).get("files")
+        if recorded is not None and has_value_head_files(folder) and recorded != policy_fingerprint(folder):
+            raise ValueError(
+                f"RFTTrainer (resume): {state_file} was saved with other policy weights than the ones in {folder}: "
+                "the checkpoint mixes two saves. Use a complete checkpoint."
+            )
+        self.kl_ctl.value = float(state["beta"])
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model: nn.Module | None = None) -> None:
         super()._load_from_checkpoint(resume_from_checkpoint, model=model)
         self._load_rft_files(resume_from_checkpoint)
+
+    def _load_optimizer_and_scheduler(self, checkpoint: str | None) -> None:
+        try:
+            super()._load_optimizer_and_scheduler(checkpoint)
+        except ValueError as err:
+            if "parameter group" not in str(err):
+                raise
+            raise ValueError(
+                f"RFTTrainer: the optimizer state in {checkpoint} does not fit this trainer's parameter groups ({err}). "
+                "It was saved by another trainer (e.g. GRPOTrainer, without RFT's value head) or with another "
+                "value_head_learning_rate. Remove optimizer.pt (and scheduler.pt) from the checkpoint to resume with a "
+                "fresh optimizer state."
+            ) from err
 
     def _load_best_model(self) -> None:
         super()._load_best_model()

@@ -53,6 +53,17 @@ def check_quantization(quantization_config: Any, model_init_kwargs: dict | None)
         return
     get = config.get if isinstance(config, dict) else lambda k, d=None: getattr(config, k, d)
     for flag in ("load_in_4bit", "load_in_8bit"):
+        if get(flag, False) and is_bitsandbytes_available():
+            try:
+                broken = getattr(importlib.import_module("bitsandbytes"), "__trl_ext_broken__", None)
+                if broken is not None:
+                    raise ImportError(repr(broken)) from broken
+            except ImportError as err:  # installed but broken (see trl_ext._BrokenBitsandbytesGuard)
+                raise ImportError(
+                    f"RFTTrainer: the quantization_config asks for {flag}=True (QLoRA) but `bitsandbytes` is "
+                    f"installed and fails to import: {err.__cause__ or err}. Reinstall it (`pip install -U "
+                    f"'bitsandbytes>=0.46'`) or drop --{flag}."
+                ) from err
         if get(flag, False) and not is_bitsandbytes_available():
             raise ImportError(
                 f"RFTTrainer: the quantization_config asks for {flag}=True (QLoRA) but `bitsandbytes` is not "

@@ -45,6 +45,7 @@ from ..core.likelihood import (
 )
 from ..hub import HubPushMixin
 from ..model_card import ModelCardMixin
+from .checkpointing import ResumeMixin
 from .trl_compat import (
     common_prefix_len,
     dpo_count_train_tokens,
@@ -279,7 +280,7 @@ _DPO_CITATION = """@inproceedings{rafailov2023direct,
 }"""
 
 
-class UnifiedLikelihoodTrainer(HubPushMixin, ModelCardMixin, DPOTrainer):
+class UnifiedLikelihoodTrainer(ResumeMixin, HubPushMixin, ModelCardMixin, DPOTrainer):
     """Trains on demonstrations, preference pairs and graded samples with one weighted likelihood objective.
 
     Subclasses TRL's :class:`~trl.DPOTrainer` and reuses its model/PEFT/quantisation loading, reference handling

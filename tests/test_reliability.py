@@ -1,0 +1,289 @@
+"""Reliability (issue 14): a policy and a value head of two saves are refused; a resume without the value head (or
+beta) raises unless a fresh critic is asked for; a finished run resumed does nothing and says so (RFT, ProcessGRPO,
+Unified); resume_from_checkpoint=True skips an interrupted checkpoint; a broken bitsandbytes does not break imports."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from datasets import Dataset
+from safetensors.torch import load_file
+
+from trl_ext.models.value_head import (
+    VALUE_HEAD_CONFIG_NAME,
+    VALUE_HEAD_WEIGHTS_NAME,
+    ValueHead,
+    check_policy_pairing,
+    load_policy_and_value_head,
+)
+from trl_ext.trainers.checkpointing import last_complete_checkpoint
+from trl_ext.trainers.rft import RFTConfig, RFTTrainer
+
+REPO = Path(__file__).resolve().parents[1]
+PROMPTS = ["What is 2+2?", "Compute 3*5.", "Add 7 and 8.", "What is 10-4?"]
+
+
+def _dataset(n_repeat=2):
+    return Dataset.from_dict({"prompt": PROMPTS * n_repeat, "answer": ["4", "15", "15", "6"] * n_repeat})
+
+
+class CountingReward:
+    """A reward that varies between completions and counts its calls."""
+
+    __name__ = "counting_reward"
+
+    def __init__(self):
+        self.calls = 0
+
+    def __call__(self, completions, **kwargs):
+        self.calls += 1
+        return [len(set(str(c))) / 10.0 for c in completions]
+
+
+def _grpo_kwargs(out, **overrides):
+    kwargs = dict(output_dir=str(out), per_device_train_batch_size=4, num_generations=4, max_completion_length=6,
+                  max_steps=2, logging_steps=1, learning_rate=1e-3, report_to="none", save_strategy="steps",
+                  save_steps=2, use_cpu=True, bf16=False, seed=0, disable_tqdm=True)
+    kwargs.update(overrides)
+    return kwargs
+
+
+def _rft(tiny_model_path, out, reward=None, **overrides):
+    reward = reward or CountingReward()
+    args = RFTConfig(**_grpo_kwargs(out, validate_reward_funcs=False, **overrides))
+    return RFTTrainer(model=tiny_model_path, reward_funcs=reward, args=args, train_dataset=_dataset()), reward
+
+
+def _params(module):
+    return {n: p.detach().clone() for n, p in module.named_parameters()}
+
+
+@pytest.fixture(scope="module")
+def finished_rft(tiny_model_path, tmp_path_factory):
+    """A finished 2-step RFT run (adaptive beta) with checkpoint-2 and a final save."""
+    out = tmp_path_factory.mktemp("rft-finished")
+    trainer, _ = _rft(tiny_model_path, out, beta=0.1, kl_target=0.5)
+    trainer.train()
+    trainer.save_model(str(out / "final"))
+    return out, trainer
+
+
+# ---- item 4: policy + value head of two saves -------------------------------------------------------------------
+
+
+def test_value_head_config_records_policy_hash(finished_rft):
+    out, _ = finished_rft
+    import hashlib
+
+    config = json.loads((out / "final" / VALUE_HEAD_CONFIG_NAME).read_text())
+    expected = hashlib.sha256((out / "final" / "model.safetensors").read_bytes()).hexdigest()  # independent hash
+    assert config["policy"]["files"] == {"model.safetensors": expected}
+    assert config["policy"]["global_step"] == 2
+    state = json.loads((out / "checkpoint-2" / "rft_state.json").read_text())
+    assert state["policy"]["files"]["model.safetensors"] == hashlib.sha256(
+        (out / "checkpoint-2" / "model.safetensors").read_bytes()).hexdigest()
+
+
+def test_mixed_policy_and_value_head_refused(finished_rft, tiny_model_path, tmp_path):
+    out, _ = finished_rft
+    mixed = tmp_path / "mixed"
+    shutil.copytree(out / "final", mixed)
+    load_policy_and_value_head(mixed)  # the pair as saved loads
+    # the save of a new run was killed after the policy was written: model new, value head of the earlier run
+    shutil.copy(Path(tiny_model_path) / "model.safetensors", mixed / "model.safetensors")
+    with pytest.raises(ValueError, match=r"model\.safetensors differ.*mixes two saves"):
+        load_policy_and_value_head(mixed)
+    # a head saved on its own (no record) is not checked
+    ValueHead(64).save_pretrained(mixed)
+    check_policy_pairing(mixed)
+
+
+def test_resume_from_mixed_checkpoint_refused_and_skipped(finished_rft, tiny_model_path, tmp_path):
+    out, _ = finished_rft
+    run = tmp_path / "run"
+    shutil.copytree(out / "checkpoint-2", run / "checkpoint-2")
+    shutil.copy(Path(tiny_model_path) / "model.safetensors", run / "checkpoint-2" / "model.safetensors")
+    trainer, _ = _rft(tiny_model_path, run, beta=0.1, kl_target=0.5, max_steps=4)
+    with pytest.raises(ValueError, match="mixes two saves"):
+        trainer._load_rft_files(str(run / "checkpoint-2"))
+    with pytest.warns(UserWarning, match="skips the incomplete checkpoint .*checkpoint-2"):
+        assert last_complete_checkpoint(run) is None
+
+
+# ---- item 5: no value head on resume -----------------------------------------------------------------------------
+
+
+def test_resume_without_value_head_raises_naming_file(finished_rft, tiny_model_path, tmp_path):
+    out, full = finished_rft
+    run = tmp_path / "run"
+    shutil.copytree(out / "checkpoint-2", run / "checkpoint-2")
+    (run / "checkpoint-2" / VALUE_HEAD_WEIGHTS_NAME).unlink()
+    reward = CountingReward()
+    trainer, _ = _rft(tiny_model_path, run, reward=reward, beta=0.1, kl_target=0.5, max_steps=3)
+    with pytest.raises(FileNotFoundError, match=r"checkpoint-2 has no value_head\.safetensors.*"
+                                                r"resume_with_fresh_value_head=True"):
+        trainer.train(resume_from_checkpoint=str(run / "checkpoint-2"))
+    assert reward.calls == 0
+
+
+def test_resume_without_rft_state_raises_beta_not_reset(finished_rft, tiny_model_path, tmp_path):
+    out, _ = finished_rft
+    run = tmp_path / "run"
+    shutil.copytree(out / "checkpoint-2", run / "checkpoint-2")
+    (run / "checkpoint-2" / "rft_state.json").unlink()
+    trainer, _ = _rft(tiny_model_path, run, beta=0.1, kl_target=0.5, max_steps=3)
+    with pytest.raises(FileNotFoundError, match=r"no rft_state\.json.*reset beta to 0\.1"):
+        trainer._load_rft_files(str(run / "checkpoint-2"))
+
+
+def test_fresh_value_head_explicit_opt_in(finished_rft, tiny_model_path, tmp_path):
+    out, full = finished_rft
+    run = tmp_path / "run"
+    shutil.copytree(out / "checkpoint-2", run / "checkpoint-2")
+    for name in (VALUE_HEAD_WEIGHTS_NAME, VALUE_HEAD_CONFIG_NAME, "rft_state.json"):
+        (run / "checkpoint-2" / name).unlink()
+    trainer, _ = _rft(tiny_model_path, run, beta=0.1, kl_target=0.5, max_steps=3, resume_with_fresh_value_head=True)
+    fresh = trainer.value_head.summary.weight.detach().clone()
+    with pytest.warns(UserWarning, match="fresh value head"):
+        trainer._load_rft_files(str(run / "checkpoint-2"))
+    torch.testing.assert_close(trainer.value_head.summary.weight, fresh)  # kept, as asked
+    assert trainer.kl_coef == pytest.approx(0.1)
+
+
+def test_grpo_optimizer_state_gives_clear_error(tiny_model_path, tmp_path):
+    trainer, _ = _rft(tiny_model_path, tmp_path / "o", value_head_learning_rate=1e-2)
+    trainer.create_optimizer_and_scheduler(num_training_steps=2)
+    # an optimizer state saved with one parameter group fewer (GRPOTrainer: no value-head group)
+    opt = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(2))])
+    ckpt = tmp_path / "grpo-ckpt"
+    ckpt.mkdir()
+    torch.save(opt.state_dict(), ckpt / "optimizer.pt")
+    torch.save(trainer.lr_scheduler.state_dict(), ckpt / "scheduler.pt")
+    with pytest.raises(ValueError, match=r"optimizer state in .*grpo-ckpt.*Remove optimizer\.pt"):
+        trainer._load_optimizer_and_scheduler(str(ckpt))
+
+
+# ---- item 3: a finished run resumed does nothing -----------------------------------------------------------------
+
+
+def test_finished_rft_run_resumed_does_nothing(finished_rft, tiny_model_path, tmp_path):
+    out, full = finished_rft
+    run = tmp_path / "run"
+    shutil.copytree(out / "checkpoint-2", run / "checkpoint-2")
+    trainer, reward = _rft(tiny_model_path, run, beta=0.1, kl_target=0.5)
+    with pytest.warns(UserWarning, match=r"global step 2 of max_steps 2: the run is finished"):
+        result = trainer.train(resume_from_checkpoint=True)
+    assert result.global_step == 2 and trainer.state.global_step == 2
+    assert reward.calls == 0
+    saved = load_file(str(run / "checkpoint-2" / "model.safetensors"))
+    now = dict(trainer.model.named_parameters())
+    for name, tensor in saved.items():  # the checkpoint's weights, untouched
+        assert torch.equal(now[name].detach(), tensor), name
+    torch.testing.assert_close(trainer.value_head.summary.weight, full.value_head.summary.weight)
+    assert not (run / "checkpoint-3").exists()
+
+
+def test_finished_process_grpo_run_resumed_does_nothing(tiny_model_path, tmp_path):
+    from trl_ext.trainers.process_grpo import ProcessGRPOConfig, ProcessGRPOTrainer
+
+    def make(reward):
+        args = ProcessGRPOConfig(**_grpo_kwargs(tmp_path / "p", max_steps=1, save_steps=1))
+        return ProcessGRPOTrainer(model=tiny_model_path, reward_funcs=reward, args=args, train_dataset=_dataset())
+
+    make(CountingReward()).train()
+    reward = CountingReward()
+    trainer = make(reward)
+    calls_before = reward.calls  # construction-time probe
+    before = _params(trainer.model)
+    with pytest.warns(UserWarning, match="the run is finished"):
+        trainer.train(resume_from_checkpoint=True)
+    assert reward.calls == calls_before and trainer.state.global_step == 1
+    saved = load_file(str(tmp_path / "p" / "checkpoint-1" / "model.safetensors"))
+    assert any(not torch.equal(before[n], t) for n, t in saved.items())  # trained weights were loaded …
+    for name, tensor in saved.items():
+        assert torch.equal(dict(trainer.model.named_parameters())[name].detach(), tensor)  # … and not moved
+    assert not (tmp_path / "p" / "checkpoint-2").exists()
+
+
+def test_finished_unified_run_resumed_does_nothing(tiny_model_path, tmp_path):
+    from trl_ext.trainers.unified import UnifiedLikelihoodConfig, UnifiedLikelihoodTrainer
+
+    pairs = Dataset.from_dict({"prompt": PROMPTS, "chosen": [" 4", " 15", " 15", " 6"],
+                               "rejected": [" 5", " 7", " 8", " 5"]})
+
+    def make():
+        args = UnifiedLikelihoodConfig(output_dir=str(tmp_path / "u"), report_to="none", bf16=False,
+                                       per_device_train_batch_size=4, max_steps=2, save_strategy="steps",
+                                       save_steps=2, logging_steps=1, seed=0, use_cpu=True, disable_tqdm=True,
+                                       dataloader_pin_memory=False, learning_rate=1e-3)
+        return UnifiedLikelihoodTrainer(tiny_model_path, args=args, train_dataset=pairs)
+
+    make().train()
+    trainer = make()
+    steps = []
+    original = trainer.training_step
+    trainer.training_step = lambda *a, **k: steps.append(1) or original(*a, **k)
+    with pytest.warns(UserWarning, match="global step 2 of max_steps 2: the run is finished"):
+        trainer.train(resume_from_checkpoint=True)
+    assert steps == [] and trainer.state.global_step == 2
+
+
+# ---- item 2 (part): an interrupted checkpoint is skipped by resume_from_checkpoint=True --------------------------
+
+
+def test_resume_true_skips_interrupted_checkpoint(finished_rft, tiny_model_path, tmp_path):
+    out, _ = finished_rft
+    run = tmp_path / "run"
+    shutil.copytree(out / "checkpoint-2", run / "checkpoint-2")
+    (run / "checkpoint-4").mkdir()  # killed mid-save: only part of the model written
+    (run / "checkpoint-4" / "model.safetensors").write_bytes(b"\x00" * 16)
+    trainer, reward = _rft(tiny_model_path, run, beta=0.1, kl_target=0.5, max_steps=3)
+    with pytest.warns(UserWarning, match=r"skips the incomplete checkpoint .*checkpoint-4: no trainer_state\.json"):
+        trainer.train(resume_from_checkpoint=True)
+    assert trainer.state.global_step == 3 and reward.calls == 1
+
+
+# ---- item 11: broken bitsandbytes ---------------------------------------------------------------------------------
+
+
+def test_broken_bitsandbytes_does_not_break_imports(tmp_path):
+    fake = tmp_path / "site" / "bitsandbytes"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("raise RuntimeError('CUDA Setup failed despite GPU being available')\n")
+    code = (
+        "import trl_ext\n"
+        "from trl_ext.trainers.rft import RFTTrainer\n"
+        "from trl_ext.trainers import rft_checks\n"
+        "try:\n"
+        "    rft_checks.check_quantization({'load_in_4bit': True}, None)\n"
+        "except ImportError as err:\n"
+        "    print('REFUSED', err)\n"
+        "print('IMPORTED')\n"
+    )
+    env = dict(os.environ, PYTHONPATH=f"{tmp_path / 'site'}{os.pathsep}{REPO}")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert "IMPORTED" in result.stdout, result.stderr[-3000:]
+    assert "REFUSED" in result.stdout and "CUDA Setup failed" in result.stdout
+
+
+# ---- item 8: a PRM path without a token-classification head ------------------------------------------------------
+
+
+def test_process_reward_model_on_causal_lm_refused(tiny_model_path, tmp_path):
+    from transformers import AutoModelForTokenClassification, AutoTokenizer
+
+    from trl_ext.rewards.process import ProcessRewardModel
+
+    with pytest.raises(ValueError, match=r"has no token-classification head \(score\.bias, score\.weight missing.*LlamaForCausalLM"):
+        ProcessRewardModel(tiny_model_path, correct_label=1)
+    # a checkpoint that has the head loads
+    prm = AutoModelForTokenClassification.from_pretrained(tiny_model_path, num_labels=2)
+    prm.save_pretrained(tmp_path / "prm")
+    scorer = ProcessRewardModel(str(tmp_path / "prm"), tokenizer=AutoTokenizer.from_pretrained(tiny_model_path),
+                                correct_label=1)
+    torch.testing.assert_close(scorer.model.score.weight, prm.score.weight)
