@@ -287,3 +287,37 @@ def test_process_reward_model_on_causal_lm_refused(tiny_model_path, tmp_path):
     scorer = ProcessRewardModel(str(tmp_path / "prm"), tokenizer=AutoTokenizer.from_pretrained(tiny_model_path),
                                 correct_label=1)
     torch.testing.assert_close(scorer.model.score.weight, prm.score.weight)
+
+
+# ---- item 10: stale temporary folders of killed conversions ------------------------------------------------------
+
+
+def test_killed_conversion_folder_removed_next_call_but_not_a_live_one(tmp_path, monkeypatch):
+    from filelock import FileLock
+
+    from trl_ext.models import default as default_mod
+
+    monkeypatch.setenv("TRL_EXT_CACHE", str(tmp_path))
+    name = "SmolLM2-135M-Instruct-tokenizer"
+    path = default_mod.default_tokenizer_path()  # complete
+    # a SIGKILLed conversion leaves its temporary folder (the finally never ran)
+    stale = tmp_path / f".{name}.tmp-killed1"
+    stale.mkdir()
+    (stale / "model.safetensors").write_bytes(b"\0" * 1024)
+    assert default_mod.default_tokenizer_path() == path
+    assert not stale.exists()
+    # while another live process converts (it holds the lock), its folder is left alone
+    live = tmp_path / f".{name}.tmp-live"
+    live.mkdir()
+    code = (f"import time; from filelock import FileLock\nwith FileLock({str(tmp_path / f'.{name}.lock')!r}):\n"
+            "    print('LOCKED', flush=True); time.sleep(30)\n")
+    holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "LOCKED"
+        assert default_mod.default_tokenizer_path() == path
+        assert live.is_dir()
+    finally:
+        holder.kill()
+        holder.wait()
+    assert default_mod.default_tokenizer_path() == path and not live.exists()  # once that process is gone
+    assert FileLock(str(tmp_path / f".{name}.lock")).acquire(timeout=1)

@@ -8,7 +8,8 @@ transformers' GGUF loader into a plain fp32 ``LlamaForCausalLM`` and saved as a 
 
 The conversion is atomic: it writes into a temporary sibling folder and renames it into place, under a file lock,
 so a crash mid-conversion never leaves a folder that later loads, and two processes started by
-``accelerate launch`` convert only once.
+``accelerate launch`` convert only once. The temporary folder of a killed conversion is removed by the next call
+(under the same lock, so never the folder of a conversion still running in another process).
 
 Example:
     >>> from transformers import AutoModelForCausalLM
@@ -25,7 +26,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from filelock import FileLock
+from filelock import FileLock, Timeout
 
 DEFAULT_MODEL_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
 """The Hub id of the model that the embedded GGUF was made from (used in model cards, never downloaded)."""
@@ -79,14 +80,38 @@ def _is_complete(folder: Path) -> bool:
         return False
 
 
+def _stale_build_folders(root: Path, name: str) -> list[Path]:
+    return sorted(p for p in root.glob(f".{name}.tmp-*") if p.is_dir())
+
+
+def remove_stale_build_folders(root: Path, name: str) -> list[Path]:
+    """Remove the ``.{name}.tmp-*`` folders of conversions that were killed (up to 540 MB each); returns them.
+
+    Call it only while holding ``.{name}.lock``: every conversion builds its temporary folder under that lock, so
+    while it is held no other live process owns such a folder.
+    """
+    stale = _stale_build_folders(root, name)
+    for folder in stale:
+        shutil.rmtree(folder, ignore_errors=True)
+    return stale
+
+
 def _atomic_build(name: str, build) -> Path:
     """Build ``cache_dir()/name`` once with ``build(tmp_folder)``; atomic and safe across processes."""
     root = cache_dir()
     root.mkdir(parents=True, exist_ok=True)
     final = root / name
+    lock = FileLock(str(root / f".{name}.lock"))
     if _is_complete(final):
+        if _stale_build_folders(root, name):
+            try:  # a build in progress holds the lock: then its folder is live, leave it
+                with lock.acquire(timeout=0):
+                    remove_stale_build_folders(root, name)
+            except Timeout:
+                pass
         return final
-    with FileLock(str(root / f".{name}.lock")):
+    with lock:
+        remove_stale_build_folders(root, name)  # under the lock: no other process is building `name`
         if _is_complete(final):  # another process finished while we waited
             return final
         tmp = Path(tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=root))
