@@ -321,3 +321,90 @@ def test_killed_conversion_folder_removed_next_call_but_not_a_live_one(tmp_path,
         holder.wait()
     assert default_mod.default_tokenizer_path() == path and not live.exists()  # once that process is gone
     assert FileLock(str(tmp_path / f".{name}.lock")).acquire(timeout=1)
+
+
+# ---- item 2: a save interrupted mid-checkpoint never blocks resume_from_checkpoint=True ---------------------------
+
+
+class _Killed(BaseException):
+    """Stands for a SIGKILL: nothing after the raise runs (the files on disk are what a kill leaves)."""
+
+
+def test_interrupted_checkpoint_save_skipped_and_resume_is_exact(tiny_model_path, tmp_path):
+    kw = dict(beta=0.1, kl_target=0.5, max_steps=3, save_steps=1, value_head_learning_rate=1e-2)
+    full, _ = _rft(tiny_model_path, tmp_path / "full", **kw)
+    full.train()
+
+    run = tmp_path / "run"
+    killed, _ = _rft(tiny_model_path, run, **kw)
+    original = killed._save_optimizer_and_scheduler
+
+    def save_then_die(output_dir):
+        if killed.state.global_step == 2:  # model, value head and rft_state.json written; optimizer not yet
+            raise _Killed
+        original(output_dir)
+
+    killed._save_optimizer_and_scheduler = save_then_die
+    with pytest.raises(_Killed):
+        killed.train()
+    assert (run / "checkpoint-2" / "model.safetensors").is_file()
+    assert not (run / "checkpoint-2" / "trainer_state.json").exists()
+
+    resumed, reward = _rft(tiny_model_path, run, **kw)
+    with pytest.warns(UserWarning, match=r"skips the incomplete checkpoint .*checkpoint-2: no trainer_state\.json"):
+        resumed.train(resume_from_checkpoint=True)
+    assert resumed.state.global_step == 3 and reward.calls == 2  # steps 2 and 3 again, from checkpoint-1
+    assert resumed.kl_coef == pytest.approx(full.kl_coef)
+    now = dict(resumed.model.named_parameters())
+    for name, p in full.model.named_parameters():
+        torch.testing.assert_close(now[name], p, rtol=1e-5, atol=1e-6, msg=name)
+    assert (run / "checkpoint-2" / "trainer_state.json").is_file()  # rewritten complete by the resumed run
+
+
+_KILLED_RUN = """
+import sys, time
+sys.path.insert(0, {tests!r})
+from test_reliability import _rft
+trainer, _ = _rft({model!r}, {out!r}, beta=0.1, kl_target=0.5, max_steps=3, save_steps=1)
+original = trainer._save_optimizer_and_scheduler
+def slow_save(output_dir):
+    if trainer.state.global_step == 2:
+        print("IN_SAVE", flush=True)
+        time.sleep(60)
+    original(output_dir)
+trainer._save_optimizer_and_scheduler = slow_save
+trainer.train()
+"""
+
+
+@pytest.mark.slow
+def test_sigkill_inside_checkpoint_save_then_resume_true(tiny_model_path, tmp_path):
+    """A real SIGKILL of a training process inside checkpoint-2's save (made slow by a hook), then resume=True."""
+    import signal
+
+    run = tmp_path / "run"
+    code = _KILLED_RUN.format(tests=str(REPO / "tests"), model=tiny_model_path, out=str(run))
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                            text=True, env=env)
+    try:
+        for line in proc.stdout:  # the training logs, then the marker
+            if line.strip() == "IN_SAVE":
+                break
+        else:
+            pytest.fail("the training subprocess ended before checkpoint-2's save")
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    assert not (run / "checkpoint-2" / "trainer_state.json").exists()
+    full, _ = _rft(tiny_model_path, tmp_path / "full", beta=0.1, kl_target=0.5, max_steps=3, save_steps=1)
+    full.train()
+    resumed, _ = _rft(tiny_model_path, run, beta=0.1, kl_target=0.5, max_steps=3, save_steps=1)
+    with pytest.warns(UserWarning, match=r"skips the incomplete checkpoint .*checkpoint-2"):
+        resumed.train(resume_from_checkpoint=True)
+    assert resumed.state.global_step == 3
+    now = dict(resumed.model.named_parameters())
+    for name, p in full.model.named_parameters():
+        torch.testing.assert_close(now[name], p, rtol=1e-5, atol=1e-6, msg=name)
+    torch.testing.assert_close(resumed.value_head.summary.weight, full.value_head.summary.weight, rtol=1e-5, atol=1e-6)
