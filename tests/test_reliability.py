@@ -408,3 +408,38 @@ def test_sigkill_inside_checkpoint_save_then_resume_true(tiny_model_path, tmp_pa
     for name, p in full.model.named_parameters():
         torch.testing.assert_close(now[name], p, rtol=1e-5, atol=1e-6, msg=name)
     torch.testing.assert_close(resumed.value_head.summary.weight, full.value_head.summary.weight, rtol=1e-5, atol=1e-6)
+
+
+def test_stale_ref_cache_temporaries_removed_never_a_live_one(tiny_model_path, tmp_path):
+    from datasets import load_from_disk
+
+    from trl_ext.trainers.checkpointing import remove_stale_cache_temporaries
+    from trl_ext.trainers.unified import UnifiedLikelihoodConfig, UnifiedLikelihoodTrainer
+
+    pairs = Dataset.from_dict({"prompt": PROMPTS, "chosen": [" 4", " 15", " 15", " 6"],
+                               "rejected": [" 5", " 7", " 8", " 5"]})
+    pairs.save_to_disk(str(tmp_path / "pairs"))
+    pairs = load_from_disk(str(tmp_path / "pairs"))
+    folder = Path(pairs.cache_files[0]["filename"]).parent
+    old = 3 * 3600
+    stale, recent, held = (folder / name for name in ("tmpkilled01", "tmprecent01", "tmpheldopen1"))
+    for f in (stale, recent, held):
+        f.write_bytes(b"\0" * 64)
+    for f in (stale, held):
+        os.utime(f, (os.path.getmtime(f) - old, os.path.getmtime(f) - old))
+    holder = subprocess.Popen([sys.executable, "-c", f"f = open({str(held)!r}, 'rb'); print('OPEN', flush=True); "
+                               "import time; time.sleep(60)"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "OPEN"
+        assert remove_stale_cache_temporaries(pairs) == [str(stale)]
+        assert recent.exists() and held.exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    # the trainer's reference precompute cleans up before it writes its cache
+    stale.write_bytes(b"\0" * 64)
+    os.utime(stale, (os.path.getmtime(stale) - old, os.path.getmtime(stale) - old))
+    args = UnifiedLikelihoodConfig(output_dir=str(tmp_path / "u"), report_to="none", bf16=False, use_cpu=True,
+                                   per_device_train_batch_size=4, max_steps=1, precompute_ref_log_probs=True)
+    UnifiedLikelihoodTrainer(tiny_model_path, args=args, train_dataset=pairs)
+    assert not stale.exists() and not held.exists()  # the holder is gone: held is stale now

@@ -30,7 +30,7 @@ from typing import Any
 
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, TrainOutput
 
-__all__ = ["ResumeMixin", "checkpoint_problem", "last_complete_checkpoint"]
+__all__ = ["ResumeMixin", "checkpoint_problem", "last_complete_checkpoint", "remove_stale_cache_temporaries"]
 
 _TRAINER_STATE_NAME = "trainer_state.json"
 _CHECKPOINT_RE = re.compile(rf"^{PREFIX_CHECKPOINT_DIR}-(\d+)$")
@@ -78,6 +78,59 @@ def last_complete_checkpoint(output_dir: str | os.PathLike, who: str = "Trainer"
             stacklevel=3,
         )
     return None
+
+
+def _open_by_a_process(path: str) -> bool:
+    """Whether a process visible in ``/proc`` has ``path`` open (Linux; ``False`` elsewhere)."""
+    target = os.path.realpath(path)
+    try:
+        pids = [p for p in os.listdir("/proc") if p.isdigit()]
+    except OSError:
+        return False
+    for pid in pids:
+        fd_dir = f"/proc/{pid}/fd"
+        try:
+            for fd in os.listdir(fd_dir):
+                try:
+                    if os.readlink(os.path.join(fd_dir, fd)) == target:
+                        return True
+                except OSError:
+                    continue
+        except OSError:
+            continue
+    return False
+
+
+def remove_stale_cache_temporaries(dataset: Any, max_age_s: float = 600.0) -> list[str]:
+    """Remove the ``tmp*`` files that a killed ``datasets`` cache write (e.g. TRL's reference log-prob cache)
+    left in ``dataset``'s cache folder; returns the removed paths.
+
+    ``Dataset.map(cache_file_name=...)`` writes into ``tempfile.NamedTemporaryFile(dir=<cache folder>)`` and renames
+    it when done, so a kill leaves a ``tmpXXXXXXXX`` file there forever. Only files untouched for ``max_age_s``
+    seconds and (on Linux) open in no process are removed: a live writer's file is never touched. An in-memory dataset
+    (no cache files) has nothing to clean.
+    """
+    files = getattr(dataset, "cache_files", None) or []
+    folders = {os.path.dirname(f["filename"]) for f in files if isinstance(f, dict) and f.get("filename")}
+    removed = []
+    now = __import__("time").time()
+    for folder in folders:
+        try:
+            names = os.listdir(folder)
+        except OSError:
+            continue
+        for name in names:
+            path = os.path.join(folder, name)
+            if not re.fullmatch(r"tmp[a-z0-9_]{6,}", name) or not os.path.isfile(path):
+                continue
+            try:
+                if now - os.path.getmtime(path) < max_age_s or _open_by_a_process(path):
+                    continue
+                os.remove(path)
+                removed.append(path)
+            except OSError:
+                continue
+    return removed
 
 
 class ResumeMixin:

@@ -45,7 +45,7 @@ from ..core.likelihood import (
 )
 from ..hub import HubPushMixin
 from ..model_card import ModelCardMixin
-from .checkpointing import ResumeMixin
+from .checkpointing import ResumeMixin, remove_stale_cache_temporaries
 from .trl_compat import (
     common_prefix_len,
     dpo_count_train_tokens,
@@ -576,6 +576,8 @@ class UnifiedLikelihoodTrainer(ResumeMixin, HubPushMixin, ModelCardMixin, DPOTra
         in the dataset), with a cache file that every process finds also for in-memory datasets."""
         if self._defer_precompute or not self._needs_reference:
             return dataset
+        if self.accelerator.is_main_process:
+            remove_stale_cache_temporaries(dataset)  # tmp files of a killed cache write (never a live one)
         with dpo_ref_cache_shared_across_processes(self, dataset):
             return super()._precompute_ref_logps(dataset, name, batch_size)
 
