@@ -237,6 +237,18 @@ def test_separator_missing_from_vocabulary_is_an_error(tmp_path):
     assert trainer.train_dataset[0] == {"input_ids": [2, 2, 3, 4], "labels": [X, X, X, 1]}
 
 
+def test_saved_prm_is_scored_with_the_separator_it_was_trained_on(tiny_model_path, tmp_path):
+    """The separator goes into the PRM's config.json; ProcessRewardModel(folder) uses it unless told otherwise."""
+    trainer = PRMTrainer(tiny_model_path, args=_args(tmp_path, step_separator="\n\n", max_steps=1),
+                         train_dataset=_rows(4))
+    trainer.save_model(str(tmp_path / "prm"))
+    prm = ProcessRewardModel(str(tmp_path / "prm"))
+    assert prm.step_separator == "\n\n"
+    assert ProcessRewardModel(str(tmp_path / "prm"), step_separator="\n").step_separator == "\n"
+    ids, _ = prm._encode("1+1?", ["1+1=2", "#### 2"])
+    assert prm.tokenizer.decode(ids).endswith("1+1=2\n\n#### 2\n\n")
+
+
 def test_multi_token_separator_warns(tiny_model_path, tmp_path, tokenizer):
     with pytest.warns(UserWarning, match="multi-token separator"):
         trainer = PRMTrainer(tiny_model_path, args=_args(tmp_path, step_separator=" ки"), train_dataset=_rows())

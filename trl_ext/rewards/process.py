@@ -462,7 +462,9 @@ class ProcessRewardModel:
     Args:
         model: an ``AutoModelForTokenClassification`` model, or a path to load one from.
         tokenizer: its tokenizer (loaded from ``model``'s path when omitted).
-        step_separator: the separator the PRM was trained with (TRL's ``PRMConfig`` default: ``"\\n"``).
+        step_separator: the separator the PRM was trained with. ``None`` (default): the one a
+            :class:`~trl_ext.trainers.prm.PRMTrainer` recorded in the model's config (``config.step_separator``),
+            else ``"\\n"`` (TRL's former ``PRMConfig`` default).
         correct_label: name (case-insensitive, looked up in ``model.config.label2id``) or index of the "correct"
             class. A model trained by TRL's former ``PRMTrainer`` has labels ``LABEL_0``/``LABEL_1``: pass ``1``.
         batch_size: completions per forward pass.
@@ -485,7 +487,7 @@ class ProcessRewardModel:
         self,
         model,
         tokenizer=None,
-        step_separator: str = "\n",
+        step_separator: str | None = None,
         correct_label: str | int = "correct",
         batch_size: int = 8,
         max_length: int | None = None,
@@ -503,7 +505,9 @@ class ProcessRewardModel:
                 tokenizer = AutoTokenizer.from_pretrained(path)
         if tokenizer is None:
             raise ValueError("ProcessRewardModel: pass the PRM's tokenizer (or a model path to load both from).")
-        if not step_separator:
+        if step_separator is None:
+            step_separator = getattr(model.config, "step_separator", None) or "\n"
+        if not isinstance(step_separator, str) or not step_separator:
             raise ValueError("ProcessRewardModel: step_separator must be a non-empty string.")
         if batch_size < 1:
             raise ValueError(f"ProcessRewardModel: batch_size must be >= 1, got {batch_size}.")

@@ -375,6 +375,8 @@ class PRMTrainer(HubPushMixin, ModelCardMixin, Trainer):
         elif quantization_config is not None:
             raise ValueError("PRMTrainer: `quantization_config` applies when `model` is a path; got a model object.")
         self._check_model(model)
+        # saved with the model's config.json: ProcessRewardModel(folder) scores with the separator it was trained on
+        model.config.step_separator = args.step_separator
         if getattr(model.config, "pad_token_id", None) is None:
             model.config.pad_token_id = processing_class.pad_token_id
         if args.disable_dropout:

@@ -145,7 +145,8 @@ def main(script_args: ScriptArguments, training_args: ProcessGRPOConfig, model_a
     else:
         step_reward = verifier
         if script_args.prm:
-            step_reward = ProcessRewardModel(script_args.prm, step_separator=training_args.step_separator, name="prm")
+            # scored with the separator the PRM was trained on (recorded in its config), whatever --step_separator
+            step_reward = ProcessRewardModel(script_args.prm, name="prm")
         trainer = ProcessGRPOTrainer(**common, process_reward_funcs=[step_reward])
 
     results: dict = {"model": model_path, "trainer": type(trainer).__name__, "max_steps": training_args.max_steps,
