@@ -1,4 +1,5 @@
-"""Resume behaviour shared by trl_ext's trainers: skip incomplete checkpoints, and never train past a finished run.
+"""Resume behaviour shared by trl_ext's trainers: skip incomplete checkpoints, never train past a finished run,
+continue exactly.
 
 :class:`ResumeMixin` goes first in the bases of ``RFTTrainer``, ``ProcessGRPOTrainer`` and ``UnifiedLikelihoodTrainer``
 and only overrides ``train``:
@@ -13,6 +14,11 @@ and only overrides ``train``:
   same ``num_train_epochs``, the ``max_steps`` recorded in its ``trainer_state.json``) is a finished run: ``train``
   loads its weights and state, warns that there is nothing left to train, calls no reward function, moves no weight,
   and returns a ``TrainOutput`` at the checkpoint's step. (The Trainer alone would run one more step past it.)
+- Exact continuation for the GRPO-based trainers: TRL's shuffling ``RepeatSampler`` gets a ``set_epoch``
+  (:func:`~trl_ext.trainers.trl_compat.grpo_sampler_with_set_epoch`, the same order as an uninterrupted stock run),
+  so a resume in epoch ``e > 0`` does not replay epoch 0; and each checkpoint saves GRPO's micro-step counter and
+  buffered rollout (``rollout_buffer_<process>.pt``, next to the RNG states, before ``trainer_state.json``), so a
+  resume between the updates of one rollout (``steps_per_generation > 1``) uses the same rollout.
 
 Example:
     >>> trainer.train(resume_from_checkpoint=True)  # doctest: +SKIP
@@ -33,6 +39,8 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, TrainOutput
 __all__ = ["ResumeMixin", "checkpoint_problem", "last_complete_checkpoint", "remove_stale_cache_temporaries"]
 
 _TRAINER_STATE_NAME = "trainer_state.json"
+ROLLOUT_BUFFER_NAME = "rollout_buffer_{}.pt"
+"""Per-process file of a checkpoint holding GRPO's micro-step counter and buffered rollout (steps_per_generation > 1)."""
 _CHECKPOINT_RE = re.compile(rf"^{PREFIX_CHECKPOINT_DIR}-(\d+)$")
 
 
@@ -155,6 +163,36 @@ class ResumeMixin:
             resume_from_checkpoint=resume_from_checkpoint, trial=trial, ignore_keys_for_eval=ignore_keys_for_eval,
             **kwargs,
         )
+
+    # ---- exact resume: epoch-dependent sampler order, the buffered rollout (GRPO-based trainers) ---------------
+
+    def _get_train_sampler(self, *args: Any, **kwargs: Any):
+        from .trl_compat import grpo_sampler_with_set_epoch
+
+        return grpo_sampler_with_set_epoch(super()._get_train_sampler(*args, **kwargs))
+
+    def _save_rng_state(self, output_dir: str) -> None:
+        # written with the RNG states, before trainer_state.json marks the checkpoint complete
+        super()._save_rng_state(output_dir)
+        from .trl_compat import grpo_rollout_buffer_state
+
+        state = grpo_rollout_buffer_state(self)
+        if state is not None and state["buffered_inputs"] is not None:
+            import torch
+
+            path = os.path.join(output_dir, ROLLOUT_BUFFER_NAME.format(self.args.process_index))
+            torch.save(state, path + ".tmp")
+            os.replace(path + ".tmp", path)
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model: Any = None) -> None:
+        super()._load_from_checkpoint(resume_from_checkpoint, model=model)
+        path = os.path.join(resume_from_checkpoint, ROLLOUT_BUFFER_NAME.format(self.args.process_index))
+        if os.path.isfile(path):
+            import torch
+
+            from .trl_compat import grpo_restore_rollout_buffer
+
+            grpo_restore_rollout_buffer(self, torch.load(path, map_location=self.args.device, weights_only=False))
 
     def _finished_run_output(self, checkpoint: str, who: str) -> TrainOutput | None:
         from transformers import TrainerState

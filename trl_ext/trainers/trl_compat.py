@@ -387,3 +387,54 @@ def dpo_model_hash_skipped() -> Iterator[None]:
         yield
     finally:
         dpo_trainer.hash_module = original
+
+
+# ---- checkpoints and resume (trl_ext/trainers/checkpointing.py) — RepeatSampler / GRPOTrainer internals, TRL 1.16 --
+
+_EPOCH_SAMPLERS: dict = {}
+
+
+def grpo_sampler_with_set_epoch(sampler: Any) -> Any:
+    """TRL's shuffling ``RepeatSampler`` with a ``set_epoch(e)`` that makes epoch ``e``'s order a function of ``e``.
+
+    ``RepeatSampler`` draws one ``randperm`` per epoch from its own generator (seeded once with ``args.seed``) and has
+    no ``set_epoch``: a trainer resumed in epoch ``e > 0`` starts a fresh generator and replays epoch 0's order. With
+    ``set_epoch(e)`` (which the Trainer calls before each epoch) the generator is re-seeded and ``e`` permutations are
+    drawn and dropped first, so epoch ``e`` gets the ``(e+1)``-th permutation — the order of an uninterrupted stock run,
+    with or without a resume. Any other sampler (no shuffle, no seed, DPO's) is returned unchanged.
+    """
+    from trl.trainer.utils import RepeatSampler
+
+    if not isinstance(sampler, RepeatSampler) or not sampler.shuffle or sampler.seed is None:
+        return sampler
+    cls = type(sampler)
+    if cls not in _EPOCH_SAMPLERS:
+        import torch
+
+        def set_epoch(self, epoch: int) -> None:
+            self._trl_ext_epoch = int(epoch)
+
+        def __iter__(self):
+            epoch = getattr(self, "_trl_ext_epoch", None)
+            if epoch is not None:
+                self.generator.manual_seed(self.seed)
+                for _ in range(epoch):
+                    torch.randperm(self.num_samples, generator=self.generator)
+            return cls.__iter__(self)
+
+        _EPOCH_SAMPLERS[cls] = type(f"Epoch{cls.__name__}", (cls,), {"set_epoch": set_epoch, "__iter__": __iter__})
+    sampler.__class__ = _EPOCH_SAMPLERS[cls]
+    return sampler
+
+
+def grpo_rollout_buffer_state(trainer: Any) -> dict | None:
+    """GRPOTrainer's micro-step counter and buffered rollout (``_step``, ``_buffered_inputs``); ``None`` if not GRPO."""
+    if not hasattr(trainer, "_buffered_inputs") or not hasattr(trainer, "_step"):
+        return None
+    return {"step": trainer._step, "buffered_inputs": trainer._buffered_inputs}
+
+
+def grpo_restore_rollout_buffer(trainer: Any, state: dict) -> None:
+    """Put back what :func:`grpo_rollout_buffer_state` returned (the next micro-steps use the buffered rollout)."""
+    trainer._step = int(state["step"])
+    trainer._buffered_inputs = state["buffered_inputs"]
