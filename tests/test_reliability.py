@@ -475,3 +475,24 @@ def test_resume_exact_across_epochs_and_inside_a_rollout(tiny_model_path, tmp_pa
     for name, p in full.model.named_parameters():
         assert torch.equal(now[name], p), name
     assert resumed.kl_coef == full.kl_coef
+
+
+@pytest.mark.slow
+def test_process_grpo_resume_exact_in_epoch_2_inside_a_rollout(tiny_model_path, tmp_path):
+    from trl_ext.trainers.process_grpo import ProcessGRPOConfig, ProcessGRPOTrainer
+
+    data = Dataset.from_dict({"prompt": PROMPTS, "answer": ["4", "15", "15", "6"]})
+
+    def make(out):
+        args = ProcessGRPOConfig(**_grpo_kwargs(out, max_steps=6, save_steps=5, steps_per_generation=2))
+        return ProcessGRPOTrainer(model=tiny_model_path, reward_funcs=CountingReward(), args=args, train_dataset=data)
+
+    full = make(tmp_path / "full")
+    full.train()
+    shutil.copytree(tmp_path / "full" / "checkpoint-5", tmp_path / "run" / "checkpoint-5")
+    resumed = make(tmp_path / "run")
+    resumed.train(resume_from_checkpoint=True)
+    assert resumed.state.global_step == 6
+    now = dict(resumed.model.named_parameters())
+    for name, p in full.model.named_parameters():
+        assert torch.equal(now[name], p), name
