@@ -1,5 +1,7 @@
 """Model-card rendering from trl_ext's templates, and the templates shipping inside the wheel."""
 
+import json
+import os
 import subprocess
 import sys
 import zipfile
@@ -71,14 +73,51 @@ def test_base_model_name_maps_the_embedded_default_to_its_hub_id(tmp_path):
     assert base_model_name(None)[1] is None and base_model_name(None)[0]
 
 
-def test_wheel_ships_the_model_card_templates(tmp_path):
+def test_templates_live_in_the_top_level_model_cards_folder():
+    assert MODEL_CARDS_DIR == REPO / "model_cards"  # a source checkout renders from the top-level folder
+    assert {"_base.md", "rft.md", "process_grpo.md", "unified.md", "prm.md"} <= {p.name for p in MODEL_CARDS_DIR.iterdir()}
+    assert not (REPO / "trl_ext" / "model_cards").exists()
+
+
+def test_wheel_ships_the_model_card_templates_and_renders_a_card_when_installed(tmp_path):
+    """Build the wheel from a clean copy of the sources (no stale build/ folder), unpack it as site-packages and
+    render a card from the unpacked package in a fresh interpreter."""
+    import shutil
+
+    src = tmp_path / "src"
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    for name in ("trl_ext", "model_cards"):
+        shutil.copytree(REPO / name, src / name, ignore=ignore)
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(REPO / name, src / name)
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
-                    str(tmp_path), str(REPO)], check=True)
-    wheel = next(tmp_path.glob("trl_ext-*.whl"))
+                    str(tmp_path / "dist"), str(src)], check=True)
+    wheel = next((tmp_path / "dist").glob("trl_ext-*.whl"))
     names = set(zipfile.ZipFile(wheel).namelist())
-    for template in MODEL_CARDS_DIR.glob("*.md"):
+    for template in (REPO / "model_cards").glob("*.md"):
         assert f"trl_ext/model_cards/{template.name}" in names
-    assert "trl_ext/core/advantages.py" in names and "trl_ext/py.typed" in names
+    missing = [str(p.relative_to(REPO)) for p in (REPO / "trl_ext").rglob("*.py")
+               if "__pycache__" not in p.parts and str(p.relative_to(REPO)) not in names]
+    assert not missing, f"modules missing from the wheel (add the subpackage to pyproject's packages): {missing}"
+    assert "trl_ext/py.typed" in names
+
+    site = tmp_path / "site"
+    zipfile.ZipFile(wheel).extractall(site)
+    script = (
+        "import json, trl_ext, trl_ext.model_card as mc\n"
+        "text = mc.render_model_card('rft.md', card_data='license: apache-2.0', model_name='m', base_model='b',\n"
+        "    base_model_md='[b](https://huggingface.co/b)', adapter_note=None, trainer_name='RFTTrainer',\n"
+        "    dataset_name=None, peft=False, qlora=False, load_snippet='x', plot_file=None, hyperparameters={},\n"
+        "    metrics={'reward': '0.5'}, eval_results=[], versions={'trl': '1'}, citation='c')\n"
+        "print(json.dumps({'file': trl_ext.__file__, 'dir': str(mc.MODEL_CARDS_DIR), 'text': text}))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    out = subprocess.run([sys.executable, "-c", script], check=True, capture_output=True, text=True, cwd=tmp_path,
+                         env=env)
+    res = json.loads(out.stdout.strip().splitlines()[-1])
+    assert res["file"].startswith(str(site)) and res["dir"] == str(site / "trl_ext" / "model_cards")
+    assert "## Method" in res["text"] and "clipped value loss" in res["text"] and "| `reward` | 0.5 |" in res["text"]
+    assert res["text"].count("## Framework versions") == 1
 
 
 def test_hyperparameter_cells_stay_on_one_table_row():

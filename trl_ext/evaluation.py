@@ -27,12 +27,16 @@ def _prompt_texts(prompts: list[Any], tokenizer) -> list[str]:
 
 @torch.no_grad()
 def generate_completions(
-    model, tokenizer, prompts: list[Any], max_new_tokens: int = 256, batch_size: int = 16
+    model, tokenizer, prompts: list[Any], max_new_tokens: int = 256, batch_size: int = 16,
+    progress: str | None = "held-out evaluation",
 ) -> list[str]:
     """Greedy completions (text) for standard (str) or conversational (list of messages) prompts.
 
-    Prompts are formatted exactly as TRL's trainers format them (``maybe_apply_chat_template``), left-padded.
+    Prompts are formatted exactly as TRL's trainers format them (``maybe_apply_chat_template``), left-padded. A tqdm
+    bar named ``progress`` counts the prompts on stderr (``progress=None``: no bar).
     """
+    from tqdm import tqdm
+
     texts = _prompt_texts(prompts, tokenizer)
     was_training = model.training
     model.eval()
@@ -40,6 +44,7 @@ def generate_completions(
     tokenizer.padding_side = "left"
     device = next(model.parameters()).device
     outputs: list[str] = []
+    bar = tqdm(total=len(texts), desc=progress, unit="prompt", disable=progress is None or not texts)
     try:
         for start in range(0, len(texts), batch_size):
             batch = tokenizer(texts[start : start + batch_size], return_tensors="pt", padding=True,
@@ -53,7 +58,9 @@ def generate_completions(
             )
             new_tokens = generated[:, batch["input_ids"].shape[1] :]
             outputs.extend(tokenizer.batch_decode(new_tokens, skip_special_tokens=True))
+            bar.update(len(new_tokens))
     finally:
+        bar.close()
         tokenizer.padding_side = padding_side
         model.train(was_training)
     return outputs

@@ -1,4 +1,5 @@
-"""Model cards rendered from trl_ext's own templates (``trl_ext/model_cards/*.md``, shipped in the wheel).
+"""Model cards rendered from trl_ext's own templates (top-level ``model_cards/*.md``, shipped in the wheel as
+``trl_ext/model_cards``).
 
 TRL's ``create_model_card`` resolves its template inside the ``trl`` package and renders ``[None](…/None)`` for a
 local base model; :class:`ModelCardMixin` replaces it for trl_ext trainers: it names the base model properly (the
@@ -17,13 +18,28 @@ Example:
 from __future__ import annotations
 
 import enum
+import fnmatch
 import importlib.metadata
 import math
 import os
 from pathlib import Path
 from typing import Any
 
-MODEL_CARDS_DIR = Path(__file__).parent / "model_cards"
+
+
+def _model_cards_dir() -> Path:
+    """The templates: ``trl_ext/model_cards`` in an installed wheel, the repository's top-level ``model_cards/`` in a
+    source checkout (editable install)."""
+    for candidate in (Path(__file__).parent / "model_cards", Path(__file__).resolve().parents[1] / "model_cards"):
+        if (candidate / "_base.md").is_file():
+            return candidate
+    raise FileNotFoundError(
+        f"trl_ext model-card templates not found next to {Path(__file__).parent} nor in the source checkout."
+    )
+
+
+MODEL_CARDS_DIR = _model_cards_dir()
+_DEFAULT_METRIC_KEYS = ("loss", "train_loss", "eval_*", "train_runtime")
 PLOT_FILE = "training_curves.png"
 
 TRL_EXT_CITATION = """@software{trl_ext,
@@ -83,16 +99,48 @@ def _format(value: Any) -> str:
     return str(value).replace("|", "\\|")  # a pipe would split the table cell
 
 
-def final_metrics(log_history: list[dict], limit: int = 24) -> dict[str, str]:
-    """The last logged finite value of each numeric metric (``step``/``epoch`` excluded)."""
-    metrics: dict[str, str] = {}
+def final_metrics(log_history: list[dict], keys: tuple[str, ...] = _DEFAULT_METRIC_KEYS, limit: int = 32) -> dict[str, str]:
+    """The last logged finite value of the metrics named by ``keys``, in the order of ``keys``.
+
+    ``keys`` are names or ``fnmatch`` patterns (``"rewards/*"``); the keys one pattern matches are listed sorted,
+    a key is listed once (at its first pattern), at most ``limit`` rows.
+    """
+    last: dict[str, float] = {}
     for entry in reversed(log_history):
         for key, value in entry.items():
-            if key in ("step", "epoch") or key in metrics or isinstance(value, bool):
+            if key in ("step", "epoch") or key in last or isinstance(value, bool):
                 continue
             if isinstance(value, (int, float)) and math.isfinite(value):
-                metrics[key] = _format(value)
-    return dict(sorted(metrics.items())[:limit])
+                last[key] = value
+    metrics: dict[str, str] = {}
+    for pattern in keys:
+        for key in sorted(k for k in last if fnmatch.fnmatchcase(k, pattern)):
+            if key not in metrics and len(metrics) < limit:
+                metrics[key] = _format(last[key])
+    return metrics
+
+
+def strict_json(value: Any) -> Any:
+    """``value`` with every non-finite float (NaN, ±inf) replaced by ``None``, recursively, so
+    ``json.dumps(..., allow_nan=False)`` writes strict JSON (``null``, never ``NaN``)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: strict_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [strict_json(v) for v in value]
+    if hasattr(value, "item") and callable(value.item) and getattr(value, "ndim", 1) == 0:  # numpy / torch scalar
+        return strict_json(value.item())
+    return value
+
+
+def dumps_strict_json(value: Any, indent: int = 2, default: Any = None) -> str:
+    """Strict JSON text (NaN/inf as ``null``) of ``value``, newline-terminated; ``default`` as in ``json.dumps``."""
+    import json
+
+    if default is not None:  # objects json cannot encode become default(obj) first, then NaN -> null
+        value = json.loads(json.dumps(value, default=default))
+    return json.dumps(strict_json(value), indent=indent, allow_nan=False) + "\n"
 
 
 def render_model_card(template: str, **context: Any) -> str:
@@ -107,13 +155,43 @@ def render_model_card(template: str, **context: Any) -> str:
     return env.get_template(template).render(**context)
 
 
+def base_model_markdown(name_or_path: str | None) -> str:
+    """How the card's first line names the base model: a Markdown link for a Hub id, plain text (no link) for a
+    local folder."""
+    display, hub_id = base_model_name(name_or_path)
+    if hub_id:
+        return f"[{display}](https://huggingface.co/{hub_id})"
+    if name_or_path:
+        return f"the local model `{display}` (not on the Hub)"
+    return display
+
+
+def local_adapter_note(base_path: str) -> str:
+    """The card's paragraph for a PEFT adapter trained on a local (non-Hub) base model."""
+    return (
+        f"This folder holds a PEFT adapter only. Its base model is the local folder `{base_path}` "
+        "(recorded as `base_model_name_or_path` in `adapter_config.json`), so `AutoPeftModelForCausalLM` finds it on "
+        "this machine only. Elsewhere, copy that folder and load the adapter on it explicitly:\n\n"
+        "```python\nfrom peft import PeftModel\nfrom transformers import AutoModelForCausalLM\n\n"
+        f'base = AutoModelForCausalLM.from_pretrained("path/to/{Path(base_path).name}")\n'
+        'model = PeftModel.from_pretrained(base, "path/to/this/adapter")\n'
+        "model = model.merge_and_unload()  # optional: a plain transformers model\n```"
+    )
+
+
 class ModelCardMixin:
     """Mixin for a ``transformers.Trainer`` subclass: ``create_model_card`` renders a trl_ext template.
 
-    Subclasses set ``_card_template`` (file in ``trl_ext/model_cards``), ``_card_trainer_name``, ``_card_tags``,
-    ``_card_citation`` (BibTeX of the method), ``_card_hyperparameters`` (config fields to list) and
-    ``_card_plot_keys`` (log keys drawn in the training-curve PNG). Override ``_card_load_snippet`` to document
-    extra artefacts (e.g. a value head).
+    Subclasses set ``_card_template`` (file in ``model_cards/``), ``_card_trainer_name``, ``_card_tags``,
+    ``_card_citation`` (BibTeX of the method), ``_card_hyperparameters`` (config fields to list),
+    ``_card_metric_keys`` (the final-metrics rows: names or ``fnmatch`` patterns, in order) and ``_card_plot_keys``
+    (log keys drawn in the training-curve PNG). Override ``_card_load_snippet`` to document extra artefacts (e.g. a
+    value head).
+
+    The card is (re)written at the end of ``train()``, by every explicit ``save_model()`` (after the weights, so
+    PEFT's placeholder ``README.md`` is replaced) and by ``push_to_hub``. A script sets ``card_eval_results``
+    (``[{"metric_name": ..., "metric_type": "accuracy", "metric_value": 0.31, "dataset_name": ...}, ...]``) to put
+    held-out results in the YAML ``model-index``, and ``card_dataset_name`` for the dataset.
     """
 
     _card_template: str = "_base.md"
@@ -121,7 +199,27 @@ class ModelCardMixin:
     _card_tags: tuple[str, ...] = ()
     _card_citation: str = ""
     _card_hyperparameters: tuple[str, ...] = ()
+    _card_metric_keys: tuple[str, ...] = _DEFAULT_METRIC_KEYS
     _card_plot_keys: tuple[str, ...] = ("loss",)
+    card_eval_results: list[dict] | None = None
+    card_dataset_name: str | None = None
+
+    def train(self, *args: Any, **kwargs: Any):
+        output = super().train(*args, **kwargs)  # type: ignore[misc]
+        if self.args.should_save:  # type: ignore[attr-defined]
+            self.create_model_card()
+        return output
+
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        super().save_model(output_dir, _internal_call=_internal_call)  # type: ignore[misc]
+        # push_to_hub (internal call) writes the card itself right after; checkpoints get it via _save_checkpoint
+        if not _internal_call and self.args.should_save:  # type: ignore[attr-defined]
+            self.create_model_card()
+            target = Path(output_dir) if output_dir else Path(self.args.output_dir)  # type: ignore[attr-defined]
+            card = Path(self.args.output_dir, "README.md")  # type: ignore[attr-defined]
+            if target.resolve() != Path(self.args.output_dir).resolve() and card.is_file():  # type: ignore[attr-defined]
+                target.mkdir(parents=True, exist_ok=True)
+                (target / "README.md").write_text(card.read_text())
 
     def _card_uses_peft(self) -> tuple[bool, bool]:
         model = getattr(self, "model", None)
@@ -154,6 +252,25 @@ class ModelCardMixin:
             title=self._card_trainer_name,
         )
 
+    def _card_eval_results(self, model_name: str, dataset_name: str | None) -> list:
+        from huggingface_hub import EvalResult
+
+        results = []
+        for r in self.card_eval_results or []:
+            value = r.get("metric_value")
+            if value is None or (isinstance(value, float) and not math.isfinite(value)):
+                continue
+            results.append(EvalResult(
+                task_type=r.get("task_type", "text-generation"),
+                dataset_type=r.get("dataset_type") or r.get("dataset_name") or dataset_name or "held-out",
+                dataset_name=r.get("dataset_name") or dataset_name or "held-out split",
+                dataset_split=r.get("dataset_split", "held-out"),
+                metric_type=r.get("metric_type", "accuracy"),
+                metric_name=r.get("metric_name"),
+                metric_value=float(value),
+            ))
+        return results
+
     def create_model_card(
         self,
         model_name: str | None = None,
@@ -165,12 +282,16 @@ class ModelCardMixin:
 
         if not self.is_world_process_zero():
             return
+        if dataset_name:
+            self.card_dataset_name = dataset_name
+        dataset_name = dataset_name or self.card_dataset_name
         peft, qlora = self._card_uses_peft()
         model = self.model
         config = getattr(model, "config", None)
         if peft and hasattr(model, "get_base_model"):
             config = model.get_base_model().config
-        display, hub_id = base_model_name(getattr(config, "_name_or_path", None))
+        base_path = getattr(config, "_name_or_path", None)
+        display, hub_id = base_model_name(base_path)
         repo_id = self.hub_model_id if getattr(self, "hub_model_id", None) else None
         model_name = model_name or (repo_id.split("/")[-1] if repo_id else Path(self.args.output_dir).name)
 
@@ -180,6 +301,7 @@ class ModelCardMixin:
             all_tags.add("peft")
         if qlora:
             all_tags.add("qlora")
+        eval_results = self._card_eval_results(model_name, dataset_name)
         card_data = ModelCardData(
             base_model=hub_id,
             library_name="peft" if peft else "transformers",
@@ -187,6 +309,7 @@ class ModelCardMixin:
             tags=sorted(all_tags),
             datasets=[dataset_name] if dataset_name and "/" in dataset_name else None,
             pipeline_tag="text-generation",
+            eval_results=eval_results or None,
         )
         names = _COMMON_HYPERPARAMETERS + tuple(self._card_hyperparameters)
         hyper = {n: _format(getattr(self.args, n)) for n in dict.fromkeys(names) if getattr(self.args, n, None) is not None}
@@ -196,7 +319,8 @@ class ModelCardMixin:
             card_data=card_data.to_yaml(),
             model_name=model_name,
             base_model=display,
-            base_model_url=f"https://huggingface.co/{hub_id}" if hub_id else "#base-model",
+            base_model_md=base_model_markdown(base_path),
+            adapter_note=local_adapter_note(str(base_path)) if peft and base_path and not hub_id else None,
             trainer_name=self._card_trainer_name,
             dataset_name=dataset_name,
             peft=peft,
@@ -204,7 +328,8 @@ class ModelCardMixin:
             load_snippet=self._card_load_snippet(repo_id or f"path/to/{model_name}", peft),
             plot_file=plot.name if plot else None,
             hyperparameters=hyper,
-            metrics=final_metrics(self.state.log_history),
+            metrics=final_metrics(self.state.log_history, tuple(self._card_metric_keys)),
+            eval_results=[(r.metric_name or r.metric_type, r.dataset_name, _format(r.metric_value)) for r in eval_results],
             versions=_versions(),
             citation=(self._card_citation + "\n\n" + TRL_EXT_CITATION).strip(),
         )

@@ -317,6 +317,8 @@ class PRMTrainer(HubPushMixin, ModelCardMixin, Trainer):
         "correct_threshold",
     )
     _card_plot_keys = ("loss", "eval_loss", "eval_step_accuracy", "eval_first_error_accuracy", "eval_incorrect_f1")
+    _card_metric_keys = ("eval_step_accuracy", "eval_first_error_accuracy", "eval_incorrect_f1", "eval_incorrect_*",
+                         "eval_loss", "eval_*", "loss", "train_loss", "train_runtime")
     _card_citation = """@article{uesato2022solving,
     title   = {{Solving Math Word Problems With Process- and Outcome-Based Feedback}},
     author  = {Uesato, Jonathan and Kushman, Nate and Kumar, Ramana and Song, Francis and Siegel, Noah and Wang, Lisa and Creswell, Antonia and Irving, Geoffrey and Higgins, Irina},

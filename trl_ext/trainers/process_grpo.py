@@ -219,6 +219,10 @@ class ProcessGRPOTrainer(ResumeMixin, HubPushMixin, ModelCardMixin, VLLMSyncMixi
         "reward", "process/step_reward_mean", "process/frac_correct_steps", "process/steps_per_completion",
         "process/advantage_std", "entropy",
     )
+    _card_metric_keys = (
+        "reward", "reward_std", "rewards/*", "process/*", "kl", "entropy", "clip_ratio/region_mean",
+        "completions/mean_length", "eval_*", "train_loss", "train_runtime",
+    )
 
     def __init__(
         self,

@@ -412,6 +412,11 @@ class RFTTrainer(ResumeMixin, HubPushMixin, ModelCardMixin, VLLMSyncMixin, GRPOT
         "temperature", "missing_eos_penalty",
     )
     _card_plot_keys = ("reward", "kl", "vf_loss", "pg_loss", "explained_variance", "entropy")
+    _card_metric_keys = (
+        "reward", "reward_std", "rewards/*", "vf_loss", "pg_loss", "kl", "beta", "explained_variance",
+        "vf_clipfrac", "value_pred_mean", "returns_mean", "advantages_std", "entropy", "clip_ratio/region_mean",
+        "completions/mean_length", "eval_*", "train_loss", "train_runtime",
+    )
 
     def __init__(
         self,

@@ -333,6 +333,8 @@ class UnifiedLikelihoodTrainer(ResumeMixin, HubPushMixin, ModelCardMixin, DPOTra
                              "precompute_ref_log_probs", "label_smoothing", "use_weighting", "ld_alpha",
                              "f_divergence_type", "padding_free")
     _card_plot_keys = ("loss", "rewards/accuracies", "rewards/margins", "nll/demonstration")
+    _card_metric_keys = ("loss", "nll/*", "loss/*", "rewards/accuracies", "rewards/margins", "rewards/*", "logps/*",
+                         "eval_*", "train_loss", "train_runtime")
 
     @property
     def _card_citation(self) -> str:  # type: ignore[override]

@@ -116,9 +116,15 @@ def main(script_args: ScriptArguments, training_args: PRMConfig, model_args: Mod
 
     if peft_config is not None:  # ProcessRewardModel(folder) loads a plain token classifier: merge the adapter
         trainer.model = trainer.model.merge_and_unload()
-    trainer.save_model(training_args.output_dir)
+    trainer.card_eval_results = [  # held-out results go into the card's model-index
+        {"task_type": "token-classification", "metric_name": f"held-out {name.replace('_', ' ')}",
+         "metric_type": name, "metric_value": results["trained"].get(f"trained_{name}"),
+         "dataset_name": "trl_ext.data.step_labelled_dataset (gsm_symbolic)"}
+        for name in ("step_accuracy", "first_error_accuracy")
+    ]
+    trainer.card_dataset_name = "trl_ext.data.step_labelled_dataset (gsm_symbolic)"
+    trainer.save_model(training_args.output_dir)  # writes the trl_ext card after the weights
     if trainer.accelerator.is_main_process:
-        trainer.create_model_card(dataset_name="trl_ext.data.step_labelled_dataset (gsm_symbolic)")
         summary = {
             name: {k: results[name].get(f"{prefix}{k}") for k in
                    ("step_accuracy", "incorrect_precision", "incorrect_recall", "first_error_accuracy")}
@@ -128,7 +134,9 @@ def main(script_args: ScriptArguments, training_args: PRMConfig, model_args: Mod
         results["summary"] = summary
         results["log_history"] = trainer.state.log_history
         with open(os.path.join(training_args.output_dir, "results.json"), "w") as f:
-            json.dump(results, f, indent=2, default=str)
+            from trl_ext.model_card import dumps_strict_json
+
+            f.write(dumps_strict_json(results, default=str))
         trainer.accelerator.print(json.dumps(summary, indent=2))
         trainer.accelerator.print(f"PRM, card and results in {training_args.output_dir}")
     return results

@@ -26,7 +26,6 @@ Usage (TRL script conventions; every ProcessGRPOConfig / GRPOConfig / ModelConfi
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from dataclasses import dataclass, field
@@ -38,6 +37,7 @@ from trl_ext.cli.common import GroupedTrlParser, RLDataArguments, load_rl_splits
 from trl_ext.data import rl_dataset
 from trl_ext.evaluation import evaluate_accuracy
 from trl_ext.models import resolve_model_name_or_path
+from trl_ext.model_card import dumps_strict_json
 from trl_ext.plotting import plot_training_curves
 from trl_ext.rewards import NumericMatch, default_grader
 from trl_ext.rewards.process import ArithmeticStepVerifier, ProcessRewardModel
@@ -188,9 +188,17 @@ def main(script_args: ScriptArguments, training_args: ProcessGRPOConfig, model_a
         results["plot"] = str(plot) if plot else None
         results["log_history"] = trainer.state.log_history
         with open(os.path.join(training_args.output_dir, "results.json"), "w") as f:
-            json.dump(results, f, indent=2, default=str)
+            f.write(dumps_strict_json(results, default=str))
         trainer.accelerator.print(f"results and curves in {training_args.output_dir}")
-    trainer.save_model(training_args.output_dir)
+    trainer.card_dataset_name = data_name
+    if "after" in results:  # held-out results go into the card's model-index
+        trainer.card_eval_results = [
+            {"metric_name": "held-out answer accuracy", "metric_type": "accuracy",
+             "metric_value": results["after"]["accuracy"], "dataset_name": data_name},
+            {"metric_name": "held-out true-step fraction", "metric_type": "true_step_fraction",
+             "metric_value": results["after"]["true_step_fraction"], "dataset_name": data_name},
+        ]
+    trainer.save_model(training_args.output_dir)  # writes the trl_ext card after the weights (and PEFT's README)
     return results
 
 

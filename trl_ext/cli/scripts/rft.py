@@ -41,6 +41,7 @@ from trl_ext.cli.common import GroupedTrlParser, RLDataArguments, load_rl_splits
 from trl_ext.data import rl_dataset
 from trl_ext.evaluation import evaluate_accuracy
 from trl_ext.models import resolve_model_name_or_path
+from trl_ext.model_card import dumps_strict_json
 from trl_ext.plotting import plot_training_curves
 from trl_ext.rewards import FormatGrader, NumericMatch, default_grader
 from trl_ext.trainers.rft import RFTConfig, RFTTrainer
@@ -191,7 +192,11 @@ def main(script_args: RFTScriptArguments, training_args: RFTConfig, model_args: 
     accuracy_after = held_out_accuracy()
     accelerator.print(f"held-out accuracy after:  {accuracy_after}")
 
-    trainer.save_model(training_args.output_dir)
+    trainer.card_dataset_name = data_name
+    if accuracy_after is not None:  # the held-out result goes into the card's model-index
+        trainer.card_eval_results = [{"metric_name": "held-out answer accuracy", "metric_type": "accuracy",
+                                      "metric_value": accuracy_after, "dataset_name": data_name}]
+    trainer.save_model(training_args.output_dir)  # writes the trl_ext card after the weights (and PEFT's README)
     summary = {}
     if accelerator.is_main_process:
         output_dir = Path(training_args.output_dir)
@@ -219,7 +224,7 @@ def main(script_args: RFTScriptArguments, training_args: RFTConfig, model_args: 
                                     None),
             "total_runtime_s": round(time.time() - started, 1),
         }
-        (output_dir / "rft_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        (output_dir / "rft_summary.json").write_text(dumps_strict_json(summary))
         accelerator.print(json.dumps(summary, indent=2))
         if training_args.push_to_hub:
             trainer.push_to_hub()

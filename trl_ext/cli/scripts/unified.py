@@ -163,9 +163,16 @@ def main(script_args, training_args, model_args) -> dict:
         "eval_metrics": {k: v for e in trainer.state.log_history for k, v in e.items() if k.startswith("eval_")},
         "plot": str(plot) if plot else None,
     }
-    (output_dir / "results.json").write_text(json.dumps(results, indent=2))
-    trainer.save_model(training_args.output_dir)
-    trainer.create_model_card(dataset_name=data_name)
+    from trl_ext.model_card import dumps_strict_json
+
+    (output_dir / "results.json").write_text(dumps_strict_json(results, default=str))
+    trainer.card_dataset_name = data_name
+    trainer.card_eval_results = [  # held-out results go into the card's model-index
+        {"metric_name": f"held-out {name.replace('_', ' ')}", "metric_type": name, "metric_value": after[name],
+         "dataset_name": data_name}
+        for name in ("answer_accuracy", "preference_accuracy") if after.get(name) is not None
+    ]
+    trainer.save_model(training_args.output_dir)  # writes the trl_ext card after the weights (and PEFT's README)
     print(json.dumps(results, indent=2))
     return results
 
