@@ -144,7 +144,7 @@ def dumps_strict_json(value: Any, indent: int = 2, default: Any = None) -> str:
 
 
 def render_model_card(template: str, **context: Any) -> str:
-    """Render ``trl_ext/model_cards/<template>`` with Jinja2 (``StrictUndefined``: a missing field is an error)."""
+    """Render ``model_cards/<template>`` with Jinja2 (``StrictUndefined``: a missing field is an error)."""
     import jinja2
 
     env = jinja2.Environment(
