@@ -133,3 +133,37 @@ def test_results_files_are_strict_json():
     assert "NaN" not in text and "Infinity" not in text and json.loads(text)["e"] == 0.5
     with pytest.raises(ValueError):  # what the CLI scripts wrote before: not strict JSON
         json.dumps({"a": math.nan}, allow_nan=False)
+
+
+@pytest.mark.parametrize("name", ["rft", "prm"])
+def test_lora_checkpoint_folders_get_the_trl_ext_card_not_peft_placeholder(tiny_model_path, tmp_path, name):
+    build = TRAINERS[name][0]
+    out = tmp_path / "out"
+    trainer = build(tiny_model_path, out, True)
+    trainer.args.save_strategy = "steps"
+    trainer.args.save_steps = 1
+    trainer.train()
+    card = (out / "checkpoint-1" / "README.md").read_text()
+    assert (out / "checkpoint-1" / "adapter_model.safetensors").is_file()  # PEFT saved here (and its README.md)
+    assert "More Information Needed" not in card and card.count("Framework versions") == 1
+    assert "trl-ext" in _front_matter(card)["tags"]
+
+
+@pytest.mark.parametrize("use_peft", ["false", "true"])
+def test_rft_command_card_has_held_out_model_index_and_strict_json_summary(tiny_model_path, tmp_path, use_peft):
+    from trl_ext.cli.scripts.rft import main as rft_main, make_parser
+
+    out = tmp_path / "out"
+    args = make_parser().parse_args_and_config([
+        "--model_name_or_path", tiny_model_path, "--output_dir", str(out), "--max_steps", "1", "--logging_steps", "1",
+        "--per_device_train_batch_size", "2", "--max_completion_length", "6", "--eval_max_new_tokens", "6",
+        "--eval_size", "2", "--train_size", "4", "--use_peft", use_peft, "--report_to", "none"])
+    summary = rft_main(*args)
+    card = (out / "README.md").read_text()
+    meta = _front_matter(card)
+    assert "More Information Needed" not in card and card.count("Framework versions") == 1
+    (result,) = meta["model-index"][0]["results"]
+    assert result["metrics"][0]["value"] == pytest.approx(summary["accuracy_after"])
+    assert result["metrics"][0]["name"] == "held-out answer accuracy"
+    assert meta["library_name"] == ("peft" if use_peft == "true" else "transformers")
+    json.loads((out / "rft_summary.json").read_text(), parse_constant=lambda c: pytest.fail(f"non-strict JSON {c}"))

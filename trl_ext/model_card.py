@@ -170,7 +170,7 @@ def local_adapter_note(base_path: str) -> str:
     """The card's paragraph for a PEFT adapter trained on a local (non-Hub) base model."""
     return (
         f"This folder holds a PEFT adapter only. Its base model is the local folder `{base_path}` "
-        "(recorded as `base_model_name_or_path` in `adapter_config.json`), so `AutoPeftModelForCausalLM` finds it on "
+        "(recorded as `base_model_name_or_path` in `adapter_config.json`), so loading this folder by itself works on "
         "this machine only. Elsewhere, copy that folder and load the adapter on it explicitly:\n\n"
         "```python\nfrom peft import PeftModel\nfrom transformers import AutoModelForCausalLM\n\n"
         f'base = AutoModelForCausalLM.from_pretrained("path/to/{Path(base_path).name}")\n'
@@ -189,7 +189,8 @@ class ModelCardMixin:
     value head).
 
     The card is (re)written at the end of ``train()``, by every explicit ``save_model()`` (after the weights, so
-    PEFT's placeholder ``README.md`` is replaced) and by ``push_to_hub``. A script sets ``card_eval_results``
+    PEFT's placeholder ``README.md`` is replaced), into every checkpoint folder, and by ``push_to_hub``.
+    A script sets ``card_eval_results``
     (``[{"metric_name": ..., "metric_type": "accuracy", "metric_value": 0.31, "dataset_name": ...}, ...]``) to put
     held-out results in the YAML ``model-index``, and ``card_dataset_name`` for the dataset.
     """
@@ -220,6 +221,20 @@ class ModelCardMixin:
             if target.resolve() != Path(self.args.output_dir).resolve() and card.is_file():  # type: ignore[attr-defined]
                 target.mkdir(parents=True, exist_ok=True)
                 (target / "README.md").write_text(card.read_text())
+
+    def _save_checkpoint(self, model: Any, trial: Any) -> None:
+        # the card first (a checkpoint push uploads output_dir), then the same card into the checkpoint folder,
+        # over the placeholder README.md PEFT wrote there with the adapter
+        if self.args.should_save:  # type: ignore[attr-defined]
+            self.create_model_card()
+        super()._save_checkpoint(model, trial)  # type: ignore[misc]
+        if self.args.should_save and self.is_world_process_zero():  # type: ignore[attr-defined]
+            from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+            card = Path(self.args.output_dir, "README.md")  # type: ignore[attr-defined]
+            folder = Path(self.args.output_dir, f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")  # type: ignore[attr-defined]
+            if card.is_file() and folder.is_dir():
+                (folder / "README.md").write_text(card.read_text())
 
     def _card_uses_peft(self) -> tuple[bool, bool]:
         model = getattr(self, "model", None)
