@@ -170,40 +170,34 @@ def _test_size(value: float | None) -> float | int | None:
     return int(value) if value is not None and value >= 1 and float(value).is_integer() else value
 
 
-def load_rl_splits(args: RLDataArguments, *, seed: int, require_test: bool) -> tuple[Any, Any | None]:
-    """(train, test) of ``--dataset_name`` for the RL commands: prompts + ``answer`` references."""
+def _load_prepared_splits(args: DataArguments, prepare: Callable[..., Any], *, seed: int, require_test: bool,
+                          **columns: Any) -> tuple[Any, Any | None]:
+    """(train, test) of ``--dataset_name``: loaded, cut to ``--max_*_samples`` and mapped by ``prepare``."""
     _check_streaming(args)
     train, test = load_dataset_splits(
         args.dataset_name, args.dataset_config, train_split=args.dataset_train_split,
         test_split=args.dataset_test_split, test_size=_test_size(args.dataset_test_size), seed=seed,
         require_test=require_test,
     )
-    kwargs = dict(prompt_column=args.prompt_column, answer_column=args.answer_column,
-                  conversational=args.conversational, instruction=args.answer_instruction,
-                  system_prompt=args.system_prompt)
-    train = prepare_rl_dataset(_head(train, args.max_train_samples, "--max_train_samples"), name="train", **kwargs)
+    kwargs = dict(prompt_column=args.prompt_column, conversational=args.conversational,
+                  instruction=args.answer_instruction, system_prompt=args.system_prompt, **columns)
+    train = prepare(_head(train, args.max_train_samples, "--max_train_samples"), name="train", **kwargs)
     if test is not None:
-        test = prepare_rl_dataset(_head(test, args.max_eval_samples, "--max_eval_samples"), name="test", **kwargs)
+        test = prepare(_head(test, args.max_eval_samples, "--max_eval_samples"), name="test", **kwargs)
     return train, test
+
+
+def load_rl_splits(args: RLDataArguments, *, seed: int, require_test: bool) -> tuple[Any, Any | None]:
+    """(train, test) of ``--dataset_name`` for the RL commands: prompts + ``answer`` references."""
+    return _load_prepared_splits(args, prepare_rl_dataset, seed=seed, require_test=require_test,
+                                 answer_column=args.answer_column)
 
 
 def load_unified_splits(args: UnifiedDataArguments, *, seed: int, require_test: bool) -> tuple[Any, Any | None]:
     """(train, test) of ``--dataset_name`` for the unified command: demonstrations and/or preference pairs."""
-    _check_streaming(args)
-    train, test = load_dataset_splits(
-        args.dataset_name, args.dataset_config, train_split=args.dataset_train_split,
-        test_split=args.dataset_test_split, test_size=_test_size(args.dataset_test_size), seed=seed,
-        require_test=require_test,
-    )
-    kwargs = dict(prompt_column=args.prompt_column, completion_column=args.completion_column,
-                  chosen_column=args.chosen_column, rejected_column=args.rejected_column,
-                  conversational=args.conversational, instruction=args.answer_instruction,
-                  system_prompt=args.system_prompt)
-    train = prepare_unified_dataset(_head(train, args.max_train_samples, "--max_train_samples"), name="train",
-                                    **kwargs)
-    if test is not None:
-        test = prepare_unified_dataset(_head(test, args.max_eval_samples, "--max_eval_samples"), name="test", **kwargs)
-    return train, test
+    return _load_prepared_splits(args, prepare_unified_dataset, seed=seed, require_test=require_test,
+                                 completion_column=args.completion_column, chosen_column=args.chosen_column,
+                                 rejected_column=args.rejected_column)
 
 
 # ------------------------------------------------------------------------------------------------------ rewards
