@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from trl_ext.core import gae, group_advantages, masked_mean, masked_var, process_advantages, whiten
-from trl_ext.core.masked import masked_moments, moments_mean_var, whiten_with_stats
+from trl_ext.core.masked import explained_variance, masked_moments, moments_mean_var, whiten_with_stats
 
 
 def _gae_reference(rewards, values, mask, gamma, lam):
@@ -86,6 +86,26 @@ def test_masked_reductions_empty_and_nan_padding():
     assert masked_var(x, mask) == 2.0
     assert masked_mean(x, torch.zeros(3)) == 0.0
     assert masked_var(torch.tensor([5.0]), torch.tensor([1])) == 0.0
+
+
+def test_masked_var_per_row_hand_values():
+    x = torch.tensor([[1.0, 3.0, 5.0], [2.0, float("nan"), 8.0], [4.0, 0.0, 0.0]])
+    mask = torch.tensor([[1, 1, 1], [1, 0, 1], [1, 0, 0]])
+    # row 0: mean 3, Σ(x−μ)² = 4+0+4 = 8, /2 = 4; row 1: mean 5, 9+9 = 18, /1 = 18; row 2: one element → 0
+    assert masked_var(x, mask, dim=1).tolist() == [4.0, 18.0, 0.0]
+    assert masked_var(x, mask, unbiased=False, dim=1).tolist() == pytest.approx([8 / 3, 9.0, 0.0])
+    # columns: 1,2,4 → mean 7/3, (16+1+25)/9 / 2 = 7/3; one element → 0; 5,8 → (2.25+2.25) / 1
+    assert masked_var(x, mask, dim=0).tolist() == pytest.approx([7 / 3, 0.0, 4.5])
+
+
+def test_explained_variance_hand_values():
+    # R = [1, 3, 5], V = [1, 2, 6]: Var(R) = 4, R − V = [0, 1, −1] → Var = 1, EV = 1 − 1/4
+    returns, values = torch.tensor([[1.0, 3.0, 5.0, 99.0]]), torch.tensor([[1.0, 2.0, 6.0, -7.0]])
+    mask = torch.tensor([[1, 1, 1, 0]])
+    assert explained_variance(values, returns, mask).item() == pytest.approx(0.75)
+    assert explained_variance(returns, returns, mask).item() == 1.0  # a perfect critic
+    assert explained_variance(torch.full((1, 4), 3.0), returns, mask).item() == pytest.approx(0.0)  # a constant
+    assert math.isnan(explained_variance(values, torch.full((1, 4), 2.0), mask).item())  # Var(R) = 0
 
 
 # ---------------------------------------------------------------- whitening over a batch split across processes

@@ -15,12 +15,24 @@ from .advantages import gae, group_advantages, process_advantages
 from . import likelihood
 from .kl import AdaptiveKLController, kl_k1, kl_k3, last_token_index, rlhf_token_rewards
 from .losses import clipped_value_loss, ppo_per_token_loss, ppo_policy_loss
-from .masked import masked_mean, masked_moments, masked_sum, masked_var, moments_mean_var, whiten, whiten_with_stats
+from .masked import (
+    explained_variance,
+    explained_variance_from_moments,
+    masked_mean,
+    masked_moments,
+    masked_sum,
+    masked_var,
+    moments_mean_var,
+    whiten,
+    whiten_with_stats,
+)
 
 __all__ = [
     "AdaptiveKLController",
     "likelihood",
     "clipped_value_loss",
+    "explained_variance",
+    "explained_variance_from_moments",
     "gae",
     "group_advantages",
     "kl_k1",

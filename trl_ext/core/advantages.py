@@ -9,7 +9,7 @@ from typing import Literal
 
 import torch
 
-from .masked import masked_sum
+from .masked import masked_mean, masked_var
 
 ScaleMode = Literal["group", "batch", "none"]
 
@@ -80,16 +80,34 @@ def _check_groups(n: int, num_generations: int, fn: str) -> int:
     return n // num_generations
 
 
-def _unbiased_std(x: torch.Tensor, mask: torch.Tensor, dim: int | None = None) -> torch.Tensor:
-    """Unbiased std of masked elements (Bessel), 0 where fewer than two elements are valid."""
-    m = mask.to(x.dtype)
-    n = m.sum() if dim is None else m.sum(dim=dim)
-    mean = masked_sum(x, mask, dim) / n.clamp(min=1.0)
-    if dim is not None:
-        mean = mean.unsqueeze(dim)
-    sq = masked_sum((x - mean) ** 2, mask, dim)
-    var = sq / (n - 1).clamp(min=1.0)
-    return torch.where(n > 1, var.sqrt(), torch.zeros_like(var))
+def _group_normalise(
+    rewards: torch.Tensor, valid: torch.Tensor, num_generations: int, scale: ScaleMode, eps: float, fn: str
+) -> torch.Tensor:
+    """Centre each group's valid rewards on the group mean and scale them; 0 where not ``valid``::
+
+        r̃ = (r − mean_group) / (std + eps)      std over the group (scale="group") or the batch (scale="batch")
+        r̃ =  r − mean_group                     scale="none"
+
+    A group is ``num_generations`` consecutive rows of ``rewards`` (``(B,)`` or ``(B, S)``: a row's entries pool
+    with those of the other rows of its group); std is the unbiased :func:`~trl_ext.core.masked.masked_var`'s root.
+    """
+    n_groups = _check_groups(rewards.shape[0], num_generations, fn)
+    pooled, pvalid = rewards.reshape(n_groups, -1), valid.reshape(n_groups, -1)
+    per_row = (-1,) + (1,) * (rewards.dim() - 1)  # a group statistic broadcast over its rows
+
+    def each_row(group_stat: torch.Tensor) -> torch.Tensor:
+        return group_stat.repeat_interleave(num_generations).view(per_row)
+
+    centered = rewards - each_row(masked_mean(pooled, pvalid, dim=1))
+    if scale == "group":
+        normed = centered / (each_row(masked_var(pooled, pvalid, dim=1).sqrt()) + eps)
+    elif scale == "batch":
+        normed = centered / (masked_var(rewards, valid).sqrt() + eps)
+    elif scale == "none":
+        normed = centered
+    else:
+        raise ValueError(f"{fn}: scale must be 'group', 'batch' or 'none', got {scale!r}.")
+    return torch.where(valid, normed, torch.zeros_like(normed))
 
 
 def group_advantages(
@@ -121,21 +139,7 @@ def group_advantages(
     """
     if rewards.dim() != 1:
         raise ValueError(f"group_advantages: rewards must be 1-D (B,), got shape {tuple(rewards.shape)}.")
-    n_groups = _check_groups(rewards.numel(), num_generations, "group_advantages")
-    valid = ~torch.isnan(rewards)
-    grouped, gvalid = rewards.view(n_groups, num_generations), valid.view(n_groups, num_generations)
-    mean = masked_sum(grouped, gvalid, dim=1) / gvalid.sum(dim=1).clamp(min=1)
-    centered = rewards - mean.repeat_interleave(num_generations)
-    if scale == "group":
-        std = _unbiased_std(grouped, gvalid, dim=1).repeat_interleave(num_generations)
-        adv = centered / (std + eps)
-    elif scale == "batch":
-        adv = centered / (_unbiased_std(rewards, valid) + eps)
-    elif scale == "none":
-        adv = centered
-    else:
-        raise ValueError(f"group_advantages: scale must be 'group', 'batch' or 'none', got {scale!r}.")
-    return torch.where(valid, adv, torch.zeros_like(adv))
+    return _group_normalise(rewards, ~torch.isnan(rewards), num_generations, scale, eps, "group_advantages")
 
 
 def process_advantages(
@@ -192,27 +196,13 @@ def process_advantages(
         scale = "group"
     elif scale is False:
         scale = "none"
-    B, S = step_rewards.shape
-    n_groups = _check_groups(B, num_generations, "process_advantages")
+    B = step_rewards.shape[0]
+    _check_groups(B, num_generations, "process_advantages")
     valid = step_mask.bool() & ~torch.isnan(step_rewards)
     if valid.any() and (step_ends[valid].min() < 0 or step_ends[valid].max() >= seq_len):
         raise ValueError(f"process_advantages: step_ends must lie in [0, seq_len={seq_len}) for valid steps.")
     rewards = torch.where(valid, step_rewards, torch.zeros_like(step_rewards))
-
-    pooled = rewards.reshape(n_groups, num_generations * S)
-    pvalid = valid.reshape(n_groups, num_generations * S)
-    mean = masked_sum(pooled, pvalid, dim=1) / pvalid.sum(dim=1).clamp(min=1)
-    centered = rewards - mean.repeat_interleave(num_generations).unsqueeze(1)
-    if scale == "group":
-        std = _unbiased_std(pooled, pvalid, dim=1).repeat_interleave(num_generations).unsqueeze(1)
-        normed = centered / (std + eps)
-    elif scale == "batch":
-        normed = centered / (_unbiased_std(rewards, valid) + eps)
-    elif scale == "none":
-        normed = centered
-    else:
-        raise ValueError(f"process_advantages: scale must be 'group', 'batch' or 'none', got {scale!r}.")
-    normed = torch.where(valid, normed, torch.zeros_like(normed))
+    normed = _group_normalise(rewards, valid, num_generations, scale, eps, "process_advantages")
 
     per_token = torch.zeros(B, seq_len, dtype=step_rewards.dtype, device=step_rewards.device)
     ends = torch.where(valid, step_ends, torch.zeros_like(step_ends)).long()

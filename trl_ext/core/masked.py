@@ -33,22 +33,34 @@ def masked_mean(x: torch.Tensor, mask: torch.Tensor, dim: int | None = None) -> 
     return masked_sum(x, mask, dim) / count.clamp(min=1.0)
 
 
-def masked_var(x: torch.Tensor, mask: torch.Tensor, unbiased: bool = True) -> torch.Tensor:
-    """Variance of the masked elements of ``x``: ``Σ m·(x − μ)² / (n − 1)`` (``/ n`` when not ``unbiased``).
+def masked_var(x: torch.Tensor, mask: torch.Tensor, unbiased: bool = True, dim: int | None = None) -> torch.Tensor:
+    """Variance of the masked elements of ``x`` over ``dim``: ``Σ m·(x − μ)² / (n − 1)`` (``/ n`` when not
+    ``unbiased``).
 
-    ``μ`` is :func:`masked_mean`, ``n = Σ m``. Returns 0 when ``n < 2`` (unbiased) or ``n = 0``.
+    ``μ`` is :func:`masked_mean`, ``n = Σ m`` (over ``dim``; all elements when ``dim`` is None). 0 where ``n < 2``
+    (unbiased) or ``n = 0``. This is the one masked variance of trl_ext; :func:`moments_mean_var` gives the same
+    statistic from moments summed over the parts of a batch split across processes.
 
     Example:
         >>> masked_var(torch.tensor([1.0, 3.0, 50.0]), torch.tensor([1, 1, 0]))
         tensor(2.)
+        >>> masked_var(torch.tensor([[1.0, 3.0], [4.0, 9.0]]), torch.tensor([[1, 1], [1, 0]]), dim=1)
+        tensor([2., 0.])
     """
-    mean = masked_mean(x, mask)
-    n = mask.to(x.dtype).expand_as(x).sum()
-    sq = masked_sum((x - mean) ** 2, mask)
+    mean = masked_mean(x, mask, dim)
+    if dim is not None:
+        mean = mean.unsqueeze(dim)
+    n = mask.to(x.dtype).expand_as(x)
+    n = n.sum() if dim is None else n.sum(dim=dim)
+    sq = masked_sum((x - mean) ** 2, mask, dim)
+    return _var_from_squares(sq, n, unbiased)
+
+
+def _var_from_squares(sq: torch.Tensor, n: torch.Tensor, unbiased: bool) -> torch.Tensor:
+    """``sq / (n − 1)`` (``/ n`` when not ``unbiased``); 0 where that denominator is not positive."""
     denom = n - 1 if unbiased else n
-    if denom <= 0:
-        return torch.zeros((), dtype=x.dtype, device=x.device)
-    return sq / denom
+    positive = denom > 0
+    return torch.where(positive, sq / torch.where(positive, denom, torch.ones_like(denom)), torch.zeros_like(sq))
 
 
 def whiten(x: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True, eps: float = 1e-8) -> torch.Tensor:
@@ -127,7 +139,40 @@ def moments_mean_var(moments: torch.Tensor, unbiased: bool = True) -> tuple[torc
     """
     n, s1, s2 = moments.unbind(-1)
     mean = s1 / n.clamp(min=1.0)
-    denom = n - 1 if unbiased else n
-    var = (s2 - n * mean * mean) / denom.clamp(min=1.0)
+    var = _var_from_squares(s2 - n * mean * mean, n, unbiased)
     negligible = var <= 1e-12 * s2 / n.clamp(min=1.0)
-    return mean, torch.where((denom > 0) & ~negligible, var, torch.zeros_like(var))
+    return mean, torch.where(negligible, torch.zeros_like(var), var)
+
+
+def explained_variance(values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Fraction of the variance of the returns that the value predictions explain, over valid tokens::
+
+        EV = 1 − Var(R − V) / Var(R)          (unbiased masked variances; NaN when Var(R) = 0)
+
+    1 is a perfect critic, 0 predicts no better than a constant, < 0 is worse. For a batch split over processes use
+    :func:`explained_variance_from_moments` on all-reduced moments. Returned in the dtype of ``returns``.
+
+    Example:
+        >>> explained_variance(torch.tensor([[1.0, 2.0]]), torch.tensor([[1.0, 3.0]]), torch.ones(1, 2))
+        tensor(0.7500)
+    """
+    ev = explained_variance_from_moments(masked_moments(returns, mask), masked_moments(returns - values, mask))
+    return ev.to(returns.dtype)
+
+
+def explained_variance_from_moments(returns_moments: torch.Tensor, residual_moments: torch.Tensor) -> torch.Tensor:
+    """:func:`explained_variance` from the :func:`masked_moments` of ``R`` and of ``R − V``.
+
+    Moments add over the parts of a batch, so all-reduced (summed) moments give the EV of the global batch::
+
+        EV = 1 − Var(R − V) / Var(R)          (variances from :func:`moments_mean_var`; NaN if Var(R) = 0)
+
+    Example:
+        >>> R, V, m = torch.tensor([1.0, 3.0]), torch.tensor([1.0, 2.0]), torch.ones(2)
+        >>> explained_variance_from_moments(masked_moments(R, m), masked_moments(R - V, m))
+        tensor(0.7500, dtype=torch.float64)
+    """
+    _, var_returns = moments_mean_var(returns_moments)
+    _, var_residual = moments_mean_var(residual_moments)
+    nan = torch.full_like(var_returns, float("nan"))
+    return torch.where(var_returns > 0, 1.0 - var_residual / torch.where(var_returns > 0, var_returns, 1.0), nan)

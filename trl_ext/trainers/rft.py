@@ -71,9 +71,11 @@ from transformers import PreTrainedModel
 from trl import GRPOConfig, GRPOTrainer, SyncRefModelCallback
 
 from ..core import AdaptiveKLController, clipped_value_loss, gae, kl_k1, kl_k3, masked_mean, masked_sum
-from ..core import masked_moments, moments_mean_var, rlhf_token_rewards, whiten, whiten_with_stats
+from ..core import explained_variance, explained_variance_from_moments, masked_moments, moments_mean_var
+from ..core import rlhf_token_rewards, whiten, whiten_with_stats
 from ..hub import HubPushMixin
 from ..model_card import ModelCardMixin
+from ..models.adapters import AdapterFolderArguments, resolve_adapter_model, use_base_as_reference
 from ..models.value_head import (
     VALUE_HEAD_ATTRIBUTE,
     VALUE_HEAD_CONFIG_NAME,
@@ -110,6 +112,7 @@ from .trl_compat import (
 )
 from .vllm_sync import VLLMSyncMixin
 
+# explained_variance(_from_moments) live in trl_ext.core.masked; re-exported for the old import path
 __all__ = ["RFTConfig", "RFTTrainer", "explained_variance", "explained_variance_from_moments"]
 
 _NOT_APPLICABLE = {
@@ -142,7 +145,7 @@ _PPO_CITATION = """@article{schulman2017proximal,
 
 
 @dataclass
-class RFTConfig(GRPOConfig):
+class RFTConfig(AdapterFolderArguments, GRPOConfig):
     r"""Configuration of :class:`RFTTrainer`: every ``GRPOConfig`` field, plus the critic and the RLHF reward.
 
     Defaults that differ from ``GRPOConfig``: ``beta=0.05`` (the KL coefficient, used in the *reward*),
@@ -304,46 +307,6 @@ class RFTConfig(GRPOConfig):
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# Statistics
-# ---------------------------------------------------------------------------------------------------------------------
-
-
-def explained_variance(values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Fraction of the variance of the returns that the value predictions explain, over valid tokens::
-
-        EV = 1 − Var(R − V) / Var(R)
-
-    1 is a perfect critic, 0 predicts no better than a constant, < 0 is worse. NaN when ``Var(R) = 0``. For a batch
-    split over processes use :func:`explained_variance_from_moments` on all-reduced moments.
-
-    Example:
-        >>> explained_variance(torch.tensor([[1.0, 2.0]]), torch.tensor([[1.0, 3.0]]), torch.ones(1, 2))
-        tensor(0.7500)
-    """
-    ev = explained_variance_from_moments(masked_moments(returns, mask), masked_moments(returns - values, mask))
-    return ev.to(returns.dtype)
-
-
-def explained_variance_from_moments(returns_moments: torch.Tensor, residual_moments: torch.Tensor) -> torch.Tensor:
-    """:func:`explained_variance` from the :func:`~trl_ext.core.masked.masked_moments` of ``R`` and of ``R − V``.
-
-    Moments add over the parts of a batch, so all-reduced (summed) moments give the EV of the global batch::
-
-        EV = 1 − Var(R − V) / Var(R)          (variances from trl_ext.core.masked.moments_mean_var; NaN if Var(R) = 0)
-
-    Example:
-        >>> from trl_ext.core.masked import masked_moments
-        >>> R, V, m = torch.tensor([1.0, 3.0]), torch.tensor([1.0, 2.0]), torch.ones(2)
-        >>> explained_variance_from_moments(masked_moments(R, m), masked_moments(R - V, m))
-        tensor(0.7500, dtype=torch.float64)
-    """
-    _, var_returns = moments_mean_var(returns_moments)
-    _, var_residual = moments_mean_var(residual_moments)
-    nan = torch.full_like(var_returns, float("nan"))
-    return torch.where(var_returns > 0, 1.0 - var_residual / torch.where(var_returns > 0, var_returns, 1.0), nan)
-
-
-# ---------------------------------------------------------------------------------------------------------------------
 # Reference sync (sync_ref_model=True)
 # ---------------------------------------------------------------------------------------------------------------------
 
@@ -458,6 +421,10 @@ class RFTTrainer(ResumeMixin, HubPushMixin, ModelCardMixin, VLLMSyncMixin, GRPOT
             check_prompt_column(train_dataset, "train_dataset")
         check_prompt_column(eval_dataset, "eval_dataset")
         check_quantization(quantization_config, args.model_init_kwargs)
+        model, processing_class, quantization_config = resolve_adapter_model(  # a PEFT adapter folder as `model`
+            model, args, trainer="RFTTrainer", quantization_config=quantization_config, peft_config=peft_config,
+            processing_class=processing_class,
+        )
         reward_processing_classes = resolve_reward_processing_classes(
             model, reward_funcs, reward_processing_classes, processing_class, args
         )
@@ -479,6 +446,7 @@ class RFTTrainer(ResumeMixin, HubPushMixin, ModelCardMixin, VLLMSyncMixin, GRPOT
             peft_config=peft_config,
             **grpo_kwargs,
         )
+        use_base_as_reference(self)  # an adapter folder continued: the reference is its base, adapters off
 
         # ---- the KL in the reward: RFT's own coefficient; TRL's KL *loss* term off ----------------------------
         self._fixed_kl_coef = float(args.beta)
