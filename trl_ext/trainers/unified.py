@@ -612,14 +612,28 @@ class UnifiedLikelihoodTrainer(ResumeMixin, HubPushMixin, ModelCardMixin, DPOTra
             return sequence_logps(per_token_logps, shift_mask)[0]
         return ld_sequence_logps(per_token_logps, shift_mask, self.args.ld_alpha)
 
+    @property
+    def _sharded_reference_forward(self) -> bool:
+        """Whether a reference forward is a collective (FSDP, DeepSpeed ZeRO-3: every process must run it, else the
+        processes holding pairs wait forever for the one whose micro-batch holds none)."""
+        if self.is_fsdp_enabled:
+            return True
+        plugin = getattr(self.accelerator.state, "deepspeed_plugin", None) if self.is_deepspeed_enabled else None
+        return plugin is not None and plugin.zero_stage == 3
+
     def _pair_reference_logps(self, inputs: dict[str, Any]) -> torch.Tensor:
         """Reference sequence log-probs of the ``2P`` pair sequences (chosen then rejected) of a collated batch,
-        from the reference model, or from the policy with its adapters disabled under PEFT."""
+        from the reference model, or from the policy with its adapters disabled under PEFT. With ``P = 0`` it returns
+        an empty tensor; under sharding it still runs the reference forward (on one sequence) so that every process
+        takes part in the collective."""
         n_pair_seqs = 2 * inputs["pair_rows"].numel()
+        if n_pair_seqs == 0 and not self._sharded_reference_forward:
+            return inputs["input_ids"].new_zeros(0, dtype=torch.float32)
         model = self.ref_model if self.ref_model is not None else self.model
         with dpo_reference_context(self), self.accelerator.autocast():
-            fields, _ = self._fused_forward(model, inputs, n_pair_seqs)
-        return self._pair_sequence_logps(fields["log_probs"], inputs["completion_mask"][:n_pair_seqs, 1:])
+            fields, _ = self._fused_forward(model, inputs, n_pair_seqs or 1)
+        return self._pair_sequence_logps(fields["log_probs"][:n_pair_seqs],
+                                         inputs["completion_mask"][:n_pair_seqs, 1:])
 
     def compute_ref_log_probs(self, model, inputs):
         """Per-row reference log-probs ``(ref_chosen (B,), ref_rejected (B,))`` of a collated batch; 0 for rows
@@ -628,8 +642,9 @@ class UnifiedLikelihoodTrainer(ResumeMixin, HubPushMixin, ModelCardMixin, DPOTra
         device = inputs["input_ids"].device
         ref_chosen = torch.zeros(batch_size, device=device)
         ref_rejected = torch.zeros(batch_size, device=device)
+        pair_logps = self._pair_reference_logps(inputs)  # also on a batch without pairs when sharded
         if inputs["pair_rows"].numel():
-            chosen, rejected = self._pair_reference_logps(inputs).float().chunk(2)
+            chosen, rejected = pair_logps.float().chunk(2)
             ref_chosen[inputs["pair_rows"]] = chosen
             ref_rejected[inputs["pair_rows"]] = rejected
         return ref_chosen, ref_rejected
@@ -700,12 +715,11 @@ class UnifiedLikelihoodTrainer(ResumeMixin, HubPushMixin, ModelCardMixin, DPOTra
         pair_S = self._pair_sequence_logps(per_token_logps[pair_rows], shift_mask[pair_rows])
 
         ref = None
-        if self._needs_reference and n_pairs:
-            if "ref_chosen_logps" in inputs:
-                ref = inputs["ref_chosen_logps"], inputs["ref_rejected_logps"]
-            else:
-                ref = self._pair_reference_logps(inputs).chunk(2)
-            ref = tuple(r.to(sum_logps.dtype) for r in ref)
+        if self._needs_reference and "ref_chosen_logps" in inputs:
+            ref = inputs["ref_chosen_logps"], inputs["ref_rejected_logps"]
+        elif self._needs_reference and (n_pairs or self._sharded_reference_forward):  # sharded: every process runs it
+            ref = self._pair_reference_logps(inputs).chunk(2)
+        ref = tuple(r.to(sum_logps.dtype) for r in ref) if ref is not None and n_pairs else None
         pair_weights = None
         if self.args.use_weighting and n_pairs:
             w = wpo_sequence_weights(per_token_logps[pair_rows], fields["log_sum_sq_probs"][pair_rows],
