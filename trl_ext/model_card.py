@@ -301,10 +301,9 @@ class ModelCardMixin:
             self.card_dataset_name = dataset_name
         dataset_name = dataset_name or self.card_dataset_name
         peft, qlora = self._card_uses_peft()
-        model = self.model
-        config = getattr(model, "config", None)
-        if peft and hasattr(model, "get_base_model"):
-            config = model.get_base_model().config
+        from .models.wrappers import unwrap_model
+
+        config = getattr(unwrap_model(self.model), "config", None)
         base_path = getattr(config, "_name_or_path", None)
         display, hub_id = base_model_name(base_path)
         repo_id = self.hub_model_id if getattr(self, "hub_model_id", None) else None

@@ -10,6 +10,7 @@ from .default import (
 )
 from .tiny import save_tiny_model, tiny_config, tiny_model
 from .value_head import ValueHead, attach_value_head, get_value_head, load_policy_and_value_head
+from .wrappers import unwrap_model
 
 __all__ = [
     "DEFAULT_MODEL_HUB_ID",
@@ -25,4 +26,5 @@ __all__ = [
     "attach_value_head",
     "get_value_head",
     "load_policy_and_value_head",
+    "unwrap_model",
 ]

@@ -27,6 +27,8 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from .wrappers import unwrap_model
+
 VALUE_HEAD_WEIGHTS_NAME = "value_head.safetensors"
 """File name of the value head's weights (safetensors, float32)."""
 VALUE_HEAD_CONFIG_NAME = "value_head_config.json"
@@ -223,7 +225,7 @@ class ValueHead(nn.Module):
 
 def _score_layer(reward_model: nn.Module) -> nn.Linear:
     """The score head of a sequence-classification model (``score``, else ``classifier``), unwrapped from PEFT."""
-    model = reward_model.get_base_model() if hasattr(reward_model, "get_base_model") else reward_model
+    model = unwrap_model(reward_model)
     for name in ("score", "classifier"):
         layer = getattr(model, name, None)
         layer = getattr(layer, "modules_to_save", {}).get("default", layer) if layer is not None else None
@@ -256,15 +258,6 @@ def _resolve_folder(path_or_repo_id: str | os.PathLike, **hub_kwargs: Any) -> Pa
 # ---- attaching a head to a causal LM -----------------------------------------------------------------------------
 
 
-def _causal_lm(model: nn.Module) -> nn.Module:
-    """The ``PreTrainedModel`` inside a PEFT / DDP wrapper."""
-    while hasattr(model, "module") and isinstance(model.module, nn.Module):  # DDP
-        model = model.module
-    if hasattr(model, "get_base_model"):  # PEFT
-        model = model.get_base_model()
-    return model
-
-
 def attach_value_head(model: nn.Module, value_head: ValueHead) -> nn.Module:
     """Register ``value_head`` as the submodule ``value_head`` of the causal LM inside ``model`` (PEFT unwrapped).
 
@@ -278,7 +271,7 @@ def attach_value_head(model: nn.Module, value_head: ValueHead) -> nn.Module:
         >>> lm, _ = tiny_model()  # doctest: +SKIP
         >>> attach_value_head(lm, ValueHead(lm.config.hidden_size)); get_value_head(lm)  # doctest: +SKIP
     """
-    lm = _causal_lm(model)
+    lm = unwrap_model(model)
     hidden_size = getattr(lm.config.get_text_config(), "hidden_size", None)
     if hidden_size is not None and hidden_size != value_head.hidden_size:
         raise ValueError(
@@ -295,7 +288,7 @@ def attach_value_head(model: nn.Module, value_head: ValueHead) -> nn.Module:
 
 def get_value_head(model: nn.Module) -> ValueHead | None:
     """The value head attached to ``model`` by :func:`attach_value_head` (``None`` if there is none)."""
-    head = getattr(_causal_lm(model), VALUE_HEAD_ATTRIBUTE, None)
+    head = getattr(unwrap_model(model), VALUE_HEAD_ATTRIBUTE, None)
     return head if isinstance(head, ValueHead) else None
 
 

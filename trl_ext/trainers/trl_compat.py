@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..models.wrappers import unwrap_model
+
 
 
 # ---- ProcessGRPOTrainer (trl_ext/trainers/process_grpo.py) — GRPOTrainer internals, TRL 1.16 -------------------------
@@ -264,11 +266,7 @@ def fused_lm_head_backbone(model: Any):
     ``last_hidden_state``, so a forward hook on this module sees the final-norm hidden states of every policy
     forward, fused or not. ``model`` may be wrapped by DDP and/or PEFT.
     """
-    while hasattr(model, "module") and not hasattr(model, "base_model_prefix"):  # DDP / DeepSpeed engine
-        model = model.module
-    if hasattr(model, "get_base_model"):  # PEFT
-        model = model.get_base_model()
-    return model.base_model
+    return unwrap_model(model).base_model
 
 
 def grpo_local_slice(trainer: Any, n_local: int) -> slice:

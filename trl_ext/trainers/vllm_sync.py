@@ -45,6 +45,7 @@ from typing import Any, Callable, Iterator
 import torch
 from torch import nn
 
+from ..models import unwrap_model
 from ..models.value_head import VALUE_HEAD_ATTRIBUTE, ValueHead, get_value_head
 from .trl_compat import grpo_route_vllm_weight_sync, vllm_colocate_engine_unquantized
 
@@ -108,9 +109,7 @@ def iter_vllm_weights(
         torch.Size([1, 2])
     """
     fix_name = fix_name or (lambda name: name)
-    from peft import PeftModel
-
-    base = model.get_base_model() if isinstance(model, PeftModel) else model
+    base = unwrap_model(model)
     embeddings = base.get_input_embeddings() if hasattr(base, "get_input_embeddings") else None
     weight = getattr(embeddings, "weight", None)
     dtype = weight.dtype if weight is not None and weight.is_floating_point() else torch.float32
