@@ -12,7 +12,7 @@ Example:
     >>> from trl_ext.model_card import ModelCardMixin
     >>> class MyTrainer(ModelCardMixin, Trainer):
     ...     _card_template = "rft.md"
-    ...     _card_trainer_name = "RFTTrainer"
+    ...     _tag_names, _name, _paper = ["trl", "trl-ext", "rft"], "RFT", {"citation": "@article{...}"}
 """
 
 from __future__ import annotations
@@ -182,8 +182,10 @@ def local_adapter_note(base_path: str) -> str:
 class ModelCardMixin:
     """Mixin for a ``transformers.Trainer`` subclass: ``create_model_card`` renders a trl_ext template.
 
-    Subclasses set ``_card_template`` (file in ``model_cards/``), ``_card_trainer_name``, ``_card_tags``,
-    ``_card_citation`` (BibTeX of the method), ``_card_hyperparameters`` (config fields to list),
+    The trainer's name, tags and citation come from TRL's own trainer metadata, the one source: ``_name`` (the card
+    says ``<_name>Trainer``), ``_tag_names`` (the card's tags, also given to the model by TRL's ``add_model_tags``) and
+    ``_paper["citation"]`` (BibTeX of the method; a trainer citing more overrides ``_card_citation``). Subclasses set
+    ``_card_template`` (file in ``model_cards/``), ``_card_hyperparameters`` (config fields to list),
     ``_card_metric_keys`` (the final-metrics rows: names or ``fnmatch`` patterns, in order) and ``_card_plot_keys``
     (log keys drawn in the training-curve PNG). Override ``_card_load_snippet`` to document extra artefacts (e.g. a
     value head).
@@ -196,14 +198,24 @@ class ModelCardMixin:
     """
 
     _card_template: str = "_base.md"
-    _card_trainer_name: str = "a trl_ext trainer"
-    _card_tags: tuple[str, ...] = ()
-    _card_citation: str = ""
     _card_hyperparameters: tuple[str, ...] = ()
     _card_metric_keys: tuple[str, ...] = _DEFAULT_METRIC_KEYS
     _card_plot_keys: tuple[str, ...] = ("loss",)
     card_eval_results: list[dict] | None = None
     card_dataset_name: str | None = None
+
+    @property
+    def _card_trainer_name(self) -> str:
+        name = getattr(self, "_name", None)
+        return f"{name}Trainer" if name else "a trl_ext trainer"
+
+    @property
+    def _card_tags(self) -> tuple[str, ...]:
+        return tuple(getattr(self, "_tag_names", ()))
+
+    @property
+    def _card_citation(self) -> str:
+        return (getattr(self, "_paper", None) or {}).get("citation", "")
 
     def train(self, *args: Any, **kwargs: Any):
         output = super().train(*args, **kwargs)  # type: ignore[misc]

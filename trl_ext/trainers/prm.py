@@ -309,9 +309,9 @@ class PRMTrainer(HubPushMixin, ModelCardMixin, Trainer):
         >>> trainer.train(); trainer.evaluate()["eval_first_error_accuracy"]  # doctest: +SKIP
     """
 
+    _tag_names = ["trl", "trl-ext", "prm", "process-reward-model", "token-classification"]
+    _name = "PRM"
     _card_template = "prm.md"
-    _card_trainer_name = "PRMTrainer"
-    _card_tags = ("prm", "process-reward-model", "token-classification")
     _card_hyperparameters = (
         "step_separator", "max_length", "max_prompt_length", "max_completion_length", "train_on_last_step_only",
         "correct_threshold",
@@ -319,12 +319,16 @@ class PRMTrainer(HubPushMixin, ModelCardMixin, Trainer):
     _card_plot_keys = ("loss", "eval_loss", "eval_step_accuracy", "eval_first_error_accuracy", "eval_incorrect_f1")
     _card_metric_keys = ("eval_step_accuracy", "eval_first_error_accuracy", "eval_incorrect_f1", "eval_incorrect_*",
                          "eval_loss", "eval_*", "loss", "train_loss", "train_runtime")
-    _card_citation = """@article{uesato2022solving,
+    _paper = {
+        "title": "Solving Math Word Problems With Process- and Outcome-Based Feedback",
+        "id": "2211.14275",
+        "citation": """@article{uesato2022solving,
     title   = {{Solving Math Word Problems With Process- and Outcome-Based Feedback}},
     author  = {Uesato, Jonathan and Kushman, Nate and Kumar, Ramana and Song, Francis and Siegel, Noah and Wang, Lisa and Creswell, Antonia and Irving, Geoffrey and Higgins, Irina},
     year    = 2022,
     journal = {arXiv preprint arXiv:2211.14275}
-}"""
+}""",
+    }
 
     def __init__(
         self,

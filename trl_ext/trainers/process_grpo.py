@@ -70,14 +70,6 @@ from .vllm_sync import VLLMSyncMixin
 
 __all__ = ["ProcessGRPOConfig", "ProcessGRPOTrainer"]
 
-_DEEPSEEKMATH_CITATION = """@article{shao2024deepseekmath,
-    title   = {{DeepSeekMath: Pushing the Limits of Mathematical Reasoning in Open Language Models}},
-    author  = {Zhihong Shao and Peiyi Wang and Qihao Zhu and Runxin Xu and Junxiao Song and Mingchuan Zhang and
-               Y. K. Li and Y. Wu and Daya Guo},
-    year    = 2024,
-    eprint  = {arXiv:2402.03300}
-}"""
-
 _PROCESS_DEFAULTS = {
     "step_separator": "\n\n",
     "process_reward_weights": None,
@@ -206,11 +198,8 @@ class ProcessGRPOTrainer(ResumeMixin, HubPushMixin, ModelCardMixin, VLLMSyncMixi
     """
 
     _tag_names = ["trl", "trl-ext", "grpo", "process-supervision"]
-    _name = "ProcessGRPO"
+    _name = "ProcessGRPO"  # _paper: GRPOTrainer's, DeepSeekMath (process supervision is its §4.1.3)
     _card_template = "process_grpo.md"
-    _card_trainer_name = "ProcessGRPOTrainer"
-    _card_tags = ("grpo", "process-supervision")
-    _card_citation = _DEEPSEEKMATH_CITATION
     _card_hyperparameters = (
         "step_separator", "process_reward_weights", "outcome_reward_weight", "scale_rewards", "num_generations",
         "max_completion_length", "beta", "loss_type", "temperature",

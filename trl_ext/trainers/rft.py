@@ -363,12 +363,10 @@ class RFTTrainer(ResumeMixin, HubPushMixin, ModelCardMixin, VLLMSyncMixin, GRPOT
         ValueHead(hidden_size=576)
     """
 
-    _tag_names = ["trl", "trl-ext", "rft", "ppo"]
+    _tag_names = ["trl", "trl-ext", "rft", "ppo", "value-head"]
     _name = "RFT"
+    _paper = {"title": "Proximal Policy Optimization Algorithms", "id": "1707.06347", "citation": _PPO_CITATION}
     _card_template = "rft.md"
-    _card_trainer_name = "RFTTrainer"
-    _card_tags = ("rft", "ppo", "value-head")
-    _card_citation = _PPO_CITATION
     _card_hyperparameters = (
         "beta", "kl_target", "vf_coef", "cliprange_value", "epsilon", "epsilon_high", "gamma", "lam",
         "num_generations", "num_iterations", "steps_per_generation", "max_completion_length", "loss_type",

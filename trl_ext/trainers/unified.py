@@ -327,8 +327,6 @@ class UnifiedLikelihoodTrainer(ResumeMixin, HubPushMixin, ModelCardMixin, DPOTra
             }"""),
     }
     _card_template = "unified.md"
-    _card_trainer_name = "UnifiedLikelihoodTrainer"
-    _card_tags = ("unified-likelihood", "dpo", "sft")
     _card_hyperparameters = ("loss_type", "loss_weights", "beta", "nll_normalization", "max_length",
                              "precompute_ref_log_probs", "label_smoothing", "use_weighting", "ld_alpha",
                              "f_divergence_type", "padding_free")
