@@ -18,8 +18,8 @@ from trl import GRPOConfig
 from trl_ext.rewards import ArithmeticStepVerifier
 from trl_ext.trainers.process_grpo import ProcessGRPOConfig, ProcessGRPOTrainer
 from trl_ext.trainers.rft import RFTConfig, RFTTrainer
+from helpers import PROMPTS, char_variety, grpo_args
 
-PROMPTS = ["What is 2+2?", "Compute 3*5.", "Add 7 and 8.", "What is 10-4?"]
 
 # option -> (RFTTrainer, ProcessGRPOTrainer); "yes": trains as in GRPOTrainer (run below where CPU can show it);
 # "gpu": inherited unchanged, needs a GPU / vLLM / DeepSpeed to run (not run here); "no": refused at construction.
@@ -60,22 +60,12 @@ def test_audit_covers_every_grpo_config_field():
     assert set(AUDIT) == grpo_fields, (sorted(grpo_fields - set(AUDIT)), sorted(set(AUDIT) - grpo_fields))
 
 
-def char_variety(completions, **kwargs):
-    return [len(set(c)) / 10.0 for c in completions]
-
-
 def length_reward(completions, **kwargs):
     return [min(len(c), 40) / 40.0 for c in completions]
 
 
 def _common(tmp_path, **overrides):
-    options = dict(
-        output_dir=str(tmp_path), per_device_train_batch_size=4, max_completion_length=8, max_steps=1,
-        logging_steps=1, learning_rate=1e-3, report_to="none", save_strategy="no", use_cpu=True, bf16=False, seed=0,
-        disable_tqdm=True,
-    )
-    options.update(overrides)
-    return options
+    return grpo_args(tmp_path, **overrides)
 
 
 RUNS = {

@@ -15,7 +15,8 @@ from datasets import Dataset
 
 from trl_ext.model_card import base_model_markdown, dumps_strict_json, final_metrics, strict_json
 
-PROMPTS = ["What is 2+2?", "Compute 3*5.", "Add 7 and 8.", "What is 10-4?"]
+from helpers import ANSWERS, PROMPTS, run_args
+
 EVAL = [{"metric_name": "held-out answer accuracy", "metric_type": "accuracy", "metric_value": 0.25,
          "dataset_name": "org/heldout-set", "dataset_split": "test"}]
 
@@ -32,27 +33,25 @@ def _lora(task_type=None):
 
 
 def _common(out):
-    return dict(output_dir=str(out), max_steps=1, logging_steps=1, learning_rate=1e-3, report_to="none",
-                save_strategy="no", bf16=False, seed=0, disable_tqdm=True, per_device_train_batch_size=4)
+    return run_args(out)
 
 
 def _rft(model, out, peft):
     from trl_ext.trainers.rft import RFTConfig, RFTTrainer
 
-    ds = Dataset.from_dict({"prompt": PROMPTS, "answer": ["4", "15", "15", "6"]})
+    ds = Dataset.from_dict({"prompt": PROMPTS, "answer": ANSWERS})
     return RFTTrainer(model=model, reward_funcs=lambda completions, **kw: [len(set(c)) / 10 for c in completions],
                       train_dataset=ds, peft_config=_lora() if peft else None,
-                      args=RFTConfig(**_common(out), num_generations=2, max_completion_length=6, use_cpu=True))
+                      args=RFTConfig(**_common(out), num_generations=2, max_completion_length=6))
 
 
 def _process_grpo(model, out, peft):
     from trl_ext.trainers.process_grpo import ProcessGRPOConfig, ProcessGRPOTrainer
 
-    ds = Dataset.from_dict({"prompt": PROMPTS, "answer": ["4", "15", "15", "6"]})
+    ds = Dataset.from_dict({"prompt": PROMPTS, "answer": ANSWERS})
     return ProcessGRPOTrainer(model=model, reward_funcs=lambda completions, **kw: [len(set(c)) / 10 for c in completions],
                               train_dataset=ds, peft_config=_lora() if peft else None,
-                              args=ProcessGRPOConfig(**_common(out), num_generations=2, max_completion_length=6,
-                                                     use_cpu=True))
+                              args=ProcessGRPOConfig(**_common(out), num_generations=2, max_completion_length=6))
 
 
 def _unified(model, out, peft):
@@ -70,7 +69,7 @@ def _prm(model, out, peft):
 
     ds = Dataset.from_dict({"prompt": ["What is 2+3?"] * 4, "completions": [["2+3=5", "#### 5"]] * 4,
                             "labels": [[True, False]] * 4})
-    return PRMTrainer(model, args=PRMConfig(**_common(out), use_cpu=True), train_dataset=ds,
+    return PRMTrainer(model, args=PRMConfig(**_common(out)), train_dataset=ds,
                       peft_config=_lora("TOKEN_CLS") if peft else None)
 
 

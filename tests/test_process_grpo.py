@@ -16,31 +16,15 @@ from trl import GRPOConfig, GRPOTrainer
 from trl_ext.rewards.process import ArithmeticStepVerifier, ProcessRewardModel
 from trl_ext.trainers.process_grpo import ProcessGRPOConfig, ProcessGRPOTrainer
 
-PROMPTS = ["What is 2+2?", "Compute 3*5.", "Add 7 and 8.", "What is 10-4?"]
+from helpers import ANSWERS, PROMPTS, char_variety, grpo_args
 
 
 def _dataset(n_repeat=4):
-    return Dataset.from_dict({"prompt": PROMPTS * n_repeat, "answer": ["4", "15", "15", "6"] * n_repeat})
+    return Dataset.from_dict({"prompt": PROMPTS * n_repeat, "answer": ANSWERS * n_repeat})
 
 
 def _kwargs(tmp_path, **overrides):
-    kwargs = dict(
-        output_dir=str(tmp_path),
-        num_generations=4,
-        per_device_train_batch_size=4,
-        max_completion_length=12,
-        max_steps=1,
-        logging_steps=1,
-        learning_rate=1e-3,
-        report_to="none",
-        save_strategy="no",
-        use_cpu=True,
-        bf16=False,
-        seed=0,
-        disable_tqdm=True,
-    )
-    kwargs.update(overrides)
-    return kwargs
+    return grpo_args(tmp_path, **{"num_generations": 4, "max_completion_length": 12, **overrides})
 
 
 def _spy(trainer):
@@ -55,11 +39,6 @@ def _spy(trainer):
 
     trainer._generate_and_score_completions = spy
     return captured
-
-
-def char_variety(completions, **kwargs):
-    """An outcome reward that varies between random completions."""
-    return [len(set(c)) / 10.0 for c in completions]
 
 
 def _first_loss(trainer):
@@ -163,7 +142,6 @@ def answer_is_six(completions, **kwargs):
 def test_hand_computed_step_advantages_in_trainer(tiny_model_path, tokenizer, tmp_path):
     """A: steps 1+1=2 (1.0), 2+2=5 (0.0), '#### 4' (no claim: None), outcome 0; B: 3+3=6 (1.0), '#### 6' (None),
     outcome 1. Pool {1, 0, 0, 1, 1}: mean 0.6, unbiased std sqrt(0.3)."""
-    os.environ["TRL_EXPERIMENTAL_SILENCE"] = "1"
     trainer = ProcessGRPOTrainer(
         model=tiny_model_path, reward_funcs=[answer_is_six], process_reward_funcs=[ArithmeticStepVerifier()],
         args=ProcessGRPOConfig(**_kwargs(tmp_path, num_generations=2, per_device_train_batch_size=2)),
@@ -198,7 +176,6 @@ def test_hand_computed_step_advantages_in_trainer(tiny_model_path, tokenizer, tm
 
 
 def test_zero_scorable_steps_fall_back_to_the_outcome_and_outcome_weight(tiny_model_path, tokenizer, tmp_path):
-    os.environ["TRL_EXPERIMENTAL_SILENCE"] = "1"
     texts = ["no claim here\n\n#### 4", "#### 6"]  # no arithmetic claim anywhere: outcome rewards only
     trainer = ProcessGRPOTrainer(
         model=tiny_model_path, reward_funcs=[answer_is_six], process_reward_funcs=[ArithmeticStepVerifier()],
@@ -282,7 +259,6 @@ def test_bad_process_reward_output_fails_before_the_first_update(tiny_model_path
 def test_drop_in_with_plain_grpo_config_logs_and_completions_table(tiny_model_path, tmp_path):
     import pandas as pd
 
-    os.environ["TRL_EXPERIMENTAL_SILENCE"] = "1"
     trainer = ProcessGRPOTrainer(
         model=tiny_model_path, reward_funcs=[answer_is_six], process_reward_funcs=[ArithmeticStepVerifier()],
         args=GRPOConfig(**_kwargs(tmp_path, num_generations=2, per_device_train_batch_size=2, log_completions=True)),
@@ -397,7 +373,6 @@ WORKER = textwrap.dedent(
     '''
     import json, os, sys
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ["TRL_EXPERIMENTAL_SILENCE"] = "1"
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     import torch
     from test_process_grpo import _dataset, _fixed_rollout, _kwargs, _spy, answer_is_six

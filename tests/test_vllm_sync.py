@@ -21,7 +21,6 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from datasets import Dataset
 
 bnb = pytest.importorskip("bitsandbytes")
 
@@ -31,7 +30,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
 from trl_ext.models.value_head import ValueHead, attach_value_head  # noqa: E402
 from trl_ext.trainers.vllm_sync import install_vllm_weight_sync, iter_vllm_weights  # noqa: E402
 
-PROMPTS = ["What is 2+2?", "Compute 3*5.", "Add 7 and 8.", "What is 10-4?"]
+from helpers import char_variety, grpo_args, prompt_dataset  # noqa: E402
+
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj"]  # down_proj stays 4-bit without LoRA
 
 
@@ -439,19 +439,11 @@ def test_quantized_sync_errors_at_construction(tiny_model_path, tokenizer, fake_
 
 
 def _dataset():
-    return Dataset.from_dict({"prompt": PROMPTS * 2, "answer": ["4", "15", "15", "6"] * 2})
-
-
-def char_variety(completions, **kwargs):
-    return [len(set(c)) / 10.0 for c in completions]
+    return prompt_dataset(2)
 
 
 def _common_args(tmp_path, mode):
-    return dict(
-        output_dir=str(tmp_path), per_device_train_batch_size=4, max_completion_length=8, max_steps=2,
-        logging_steps=1, learning_rate=1e-2, report_to="none", save_strategy="no", use_cpu=True, bf16=False, seed=0,
-        disable_tqdm=True, use_vllm=True, vllm_mode=mode,
-    )
+    return grpo_args(tmp_path, max_steps=2, learning_rate=1e-2, use_vllm=True, vllm_mode=mode)
 
 
 def _assert_engine_sampled_the_policy(trainer, engine, n_steps):
