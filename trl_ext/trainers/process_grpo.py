@@ -55,6 +55,7 @@ from trl import GRPOConfig, GRPOTrainer
 from ..core import process_advantages
 from ..hub import HubPushMixin
 from ..model_card import ModelCardMixin
+from ..models.adapters import AdapterFolderArguments, resolve_adapter_model, use_base_as_reference
 from ..rewards.process import ProcessRewardModel, check_process_rewards, completion_steps, skipped_token_ids
 from .checkpointing import ResumeMixin
 from .rft_checks import probe_reward_funcs
@@ -89,7 +90,7 @@ def _check_separator(separator: Any) -> str:
 
 
 @dataclass
-class ProcessGRPOConfig(GRPOConfig):
+class ProcessGRPOConfig(AdapterFolderArguments, GRPOConfig):
     r"""Configuration of :class:`ProcessGRPOTrainer`: every field of TRL's ``GRPOConfig`` plus the process fields.
 
     ``scale_rewards`` keeps TRL's meaning, applied to the pooled step rewards of each group: ``"group"`` divides by
@@ -282,6 +283,10 @@ class ProcessGRPOTrainer(ResumeMixin, HubPushMixin, ModelCardMixin, VLLMSyncMixi
                     f"ProcessGRPOTrainer does not support `{key}`: multi-turn completions with tool outputs are not "
                     "split into steps."
                 )
+        model, processing_class, kwargs["quantization_config"] = resolve_adapter_model(  # a PEFT adapter folder
+            model, args, trainer="ProcessGRPOTrainer", quantization_config=kwargs.get("quantization_config"),
+            peft_config=peft_config, processing_class=processing_class,
+        )
 
         super().__init__(
             model=model,
@@ -296,6 +301,7 @@ class ProcessGRPOTrainer(ResumeMixin, HubPushMixin, ModelCardMixin, VLLMSyncMixi
             peft_config=peft_config,
             **kwargs,
         )
+        use_base_as_reference(self)  # an adapter folder continued: the reference is its base, adapters off
         self.process_reward_funcs = process_reward_funcs
         self.process_reward_func_names = [_func_name(fn) for fn in process_reward_funcs]
         self.process_reward_weights = torch.tensor(

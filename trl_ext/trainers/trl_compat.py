@@ -436,3 +436,53 @@ def grpo_restore_rollout_buffer(trainer: Any, state: dict) -> None:
     """Put back what :func:`grpo_rollout_buffer_state` returned (the next micro-steps use the buffered rollout)."""
     trainer._step = int(state["step"])
     trainer._buffered_inputs = state["buffered_inputs"]
+
+
+# ---- adapter folders as `model=` (trl_ext/models/adapters.py) — GRPOTrainer / DPOTrainer model loading, TRL 1.16 ----
+
+GRPO_PROCESSOR_KWARGS = {"truncation_side": "left", "padding_side": "left"}
+"""Keyword arguments with which ``GRPOTrainer.__init__`` loads the processing class of a string ``model``."""
+
+DPO_PROCESSOR_KWARGS: dict = {}
+"""Keyword arguments with which ``DPOTrainer.__init__`` loads the processing class of a string ``model``."""
+
+TRL_REFERENCE_ADAPTER = "ref"
+"""Name of the frozen adapter copy that ``GRPOTrainer`` / ``DPOTrainer`` add to a ``PeftModel`` passed without
+``peft_config`` (their reference policy for a pretrained adapter)."""
+
+
+def trl_model_init_kwargs(args: Any, quantization_config: Any = None) -> dict:
+    """The ``from_pretrained`` kwargs with which ``GRPOTrainer`` / ``DPOTrainer`` load a string ``model``: a copy of
+    ``args.model_init_kwargs`` plus ``quantization_config`` (TRL's error when it is given twice), ``device_map=None``
+    under multi-GPU / DeepSpeed, and ``trust_remote_code`` from ``args``."""
+    kwargs = dict(getattr(args, "model_init_kwargs", None) or {})
+    if quantization_config is not None:
+        if "quantization_config" in kwargs:
+            raise ValueError(
+                "You set `quantization_config` both as a trainer argument and in `args.model_init_kwargs`. "
+                "Please set it in only one place, preferably as a trainer argument."
+            )
+        kwargs["quantization_config"] = quantization_config
+    if args.distributed_state.distributed_type in ["MULTI_GPU", "DEEPSPEED"]:
+        kwargs["device_map"] = None
+    kwargs.setdefault("trust_remote_code", getattr(args, "trust_remote_code", False))
+    return kwargs
+
+
+def create_model(model_id: str, **kwargs: Any):
+    """Load a model as TRL's trainers load a string ``model`` (``trl.trainer.utils.create_model_from_path``: dtype
+    strings, ``device_map`` default, architecture from the config)."""
+    from trl.trainer.utils import create_model_from_path
+
+    return create_model_from_path(model_id, **kwargs)
+
+
+def drop_trl_reference_adapter(model: Any) -> bool:
+    """Delete the frozen ``"ref"`` adapter copy that TRL added to a ``PeftModel`` (see :data:`TRL_REFERENCE_ADAPTER`),
+    so that TRL's reference policy becomes the base with adapters disabled (``use_adapter(model, None)``). Returns
+    whether there was one."""
+    peft_config = getattr(model, "peft_config", None)
+    if not peft_config or TRL_REFERENCE_ADAPTER not in peft_config:
+        return False
+    model.delete_adapter(TRL_REFERENCE_ADAPTER)
+    return True

@@ -45,6 +45,7 @@ from ..core.likelihood import (
 )
 from ..hub import HubPushMixin
 from ..model_card import ModelCardMixin
+from ..models.adapters import AdapterFolderArguments, resolve_adapter_model, use_base_as_reference
 from .checkpointing import ResumeMixin, remove_stale_cache_temporaries
 from .trl_compat import (
     common_prefix_len,
@@ -89,7 +90,7 @@ def _loss_type_help() -> str:
 
 
 @dataclass
-class UnifiedLikelihoodConfig(DPOConfig):
+class UnifiedLikelihoodConfig(AdapterFolderArguments, DPOConfig):
     """Configuration of :class:`UnifiedLikelihoodTrainer`; every :class:`trl.DPOConfig` field applies as in DPO
     (``loss_type``, ``loss_weights``, ``beta``, ``label_smoothing``, ``ld_alpha``, ``f_divergence_type``,
     ``use_weighting``, ``discopop_tau``, ``padding_free``, ``precompute_ref_log_probs``, …).
@@ -366,6 +367,10 @@ class UnifiedLikelihoodTrainer(ResumeMixin, HubPushMixin, ModelCardMixin, DPOTra
         elif isinstance(eval_dataset, dict):
             eval_dataset = {k: mix_datasets(v) if isinstance(v, (list, tuple)) else v for k, v in eval_dataset.items()}
 
+        model, processing_class, quantization_config = resolve_adapter_model(  # a PEFT adapter folder as `model`
+            model, args, trainer="UnifiedLikelihoodTrainer", quantization_config=quantization_config,
+            peft_config=peft_config, processing_class=processing_class,
+        )
         self._needs_reference = args.needs_reference
         if not self._needs_reference and ref_model is not None:
             warnings.warn(
@@ -403,6 +408,7 @@ class UnifiedLikelihoodTrainer(ResumeMixin, HubPushMixin, ModelCardMixin, DPOTra
             args.precompute_ref_log_probs = user_precompute
             args.padding_free = user_padding_free
             self._defer_precompute = False
+        use_base_as_reference(self)  # an adapter folder continued: the reference is its base, adapters off
         self.padding_free = user_padding_free
         self.loss_params = args.loss_params()
         self.precompute_ref_logps = user_precompute and self._needs_reference

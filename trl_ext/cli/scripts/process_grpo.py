@@ -37,6 +37,7 @@ from trl_ext.cli.common import GroupedTrlParser, RLDataArguments, load_rl_splits
 from trl_ext.data import rl_dataset
 from trl_ext.evaluation import evaluate_accuracy
 from trl_ext.models import resolve_model_name_or_path
+from trl_ext.models.adapters import peft_config_for
 from trl_ext.model_card import dumps_strict_json
 from trl_ext.plotting import plot_training_curves
 from trl_ext.rewards import NumericMatch, default_grader
@@ -138,7 +139,8 @@ def main(script_args: ScriptArguments, training_args: ProcessGRPOConfig, model_a
     common = dict(
         model=model_path, reward_funcs=reward_funcs, args=training_args, train_dataset=train_dataset,
         eval_dataset=eval_dataset,
-        peft_config=get_peft_config(model_args), quantization_config=get_quantization_config(model_args),
+        peft_config=peft_config_for(model_path, get_peft_config(model_args), training_args.merge_adapter),
+        quantization_config=get_quantization_config(model_args),
     )
     if script_args.outcome_only:
         trainer = GRPOTrainer(**common)

@@ -41,6 +41,7 @@ from trl_ext.cli.common import GroupedTrlParser, RLDataArguments, load_rl_splits
 from trl_ext.data import rl_dataset
 from trl_ext.evaluation import evaluate_accuracy
 from trl_ext.models import resolve_model_name_or_path
+from trl_ext.models.adapters import peft_config_for, tokenizer_source
 from trl_ext.model_card import dumps_strict_json
 from trl_ext.plotting import plot_training_curves
 from trl_ext.rewards import FormatGrader, NumericMatch, default_grader
@@ -160,7 +161,7 @@ def main(script_args: RFTScriptArguments, training_args: RFTConfig, model_args: 
         **(training_args.model_init_kwargs or {}),
     }
 
-    tokenizer = AutoTokenizer.from_pretrained(model_path, padding_side="left")
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_source(model_path), padding_side="left")
     trainer = RFTTrainer(
         model=model_path,
         reward_funcs=reward_funcs,
@@ -168,7 +169,7 @@ def main(script_args: RFTScriptArguments, training_args: RFTConfig, model_args: 
         train_dataset=train_dataset,
         eval_dataset=eval_dataset,
         processing_class=tokenizer,
-        peft_config=get_peft_config(model_args),
+        peft_config=peft_config_for(model_path, get_peft_config(model_args), training_args.merge_adapter),
         quantization_config=get_quantization_config(model_args),
     )
     accelerator = trainer.accelerator

@@ -65,6 +65,7 @@ def main(script_args, training_args, model_args) -> dict:
     from trl_ext.data import demonstration_dataset, preference_dataset, rl_dataset
     from trl_ext.evaluation import evaluate_accuracy
     from trl_ext.models import resolve_model_name_or_path
+    from trl_ext.models.adapters import peft_config_for, tokenizer_source
     from trl_ext.plotting import plot_training_curves
     from trl_ext.rewards import NumericMatch, default_grader
     from trl_ext.trainers.unified import UnifiedLikelihoodTrainer
@@ -115,9 +116,9 @@ def main(script_args, training_args, model_args) -> dict:
         args=training_args,
         train_dataset=train_dataset,
         eval_dataset=eval_dataset,  # prepared (and its reference log-probs precomputed) before training
-        processing_class=AutoTokenizer.from_pretrained(model_path),
+        processing_class=AutoTokenizer.from_pretrained(tokenizer_source(model_path)),
         quantization_config=quantization_config,
-        peft_config=get_peft_config(model_args),
+        peft_config=peft_config_for(model_path, get_peft_config(model_args), training_args.merge_adapter),
     )
 
     def measure(tag: str) -> dict:
