@@ -427,6 +427,77 @@ def test_rft_lora_push_reloads_adapter_and_value_head(run_hub_script, hub_server
     _assert_final_artefacts_only(hub_server, "user/tiny-rft-lora")
 
 
+RFT_COMMAND_LORA_PUSH = COMMON + """
+import hashlib
+from peft import PeftModel
+from transformers import AutoModelForCausalLM, AutoTokenizer
+from trl_ext.cli.scripts.rft import main as rft_main, make_parser
+from trl_ext.models.value_head import ValueHead, load_policy_and_value_head
+
+publish_base_model()
+parsed = make_parser().parse_args_and_config([  # what `trl-ext rft --push_to_hub ...` runs (LoRA is its default)
+    "--model_name_or_path", ARGS["base_repo"], "--output_dir", ARGS["output_dir"], "--max_steps", "1",
+    "--warmup_steps", "0", "--per_device_train_batch_size", "2", "--max_completion_length", "6", "--eval_max_new_tokens", "6",
+    "--eval_size", "2", "--train_size", "4", "--use_peft", "true", "--lora_r", "4", "--lora_target_modules",
+    "q_proj", "v_proj", "--push_to_hub", "true", "--hub_model_id", ARGS["repo_id"], "--report_to", "none",
+    "--disable_tqdm", "true"])
+RESULT["summary"] = rft_main(*parsed)
+
+# A stranger, by repo id only (fresh HF_HOME): download, the adapter on its base, the policy + critic loader
+RESULT["downloaded"] = local_tree(snapshot_download(ARGS["repo_id"]))
+tok = AutoTokenizer.from_pretrained(ARGS["repo_id"])
+base_logits, _ = probe_outputs(AutoModelForCausalLM.from_pretrained(ARGS["base_repo"]), tok)
+hub_logits, _ = probe_outputs(PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(ARGS["base_repo"]),
+                                                        ARGS["repo_id"]), tok)
+local_logits, _ = probe_outputs(PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(ARGS["base_repo"]),
+                                                          ARGS["output_dir"]), tok)
+RESULT["adapter_equals_local"] = bool(torch.equal(hub_logits, local_logits))
+RESULT["adapter_changes_base"] = float((hub_logits - base_logits).abs().max())
+policy, value_head = load_policy_and_value_head(ARGS["repo_id"])
+RESULT["policy_type"] = type(policy).__name__
+RESULT["policy_equals_local"] = bool(torch.equal(probe_outputs(policy, tok)[0], local_logits))
+local_head = ValueHead.from_pretrained(ARGS["output_dir"])
+RESULT["value_head_equals_local"] = all(torch.equal(a, b) for a, b in zip(value_head.state_dict().values(),
+                                                                          local_head.state_dict().values()))
+RESULT["local_sha256"] = {name: hashlib.sha256(Path(ARGS["output_dir"], name).read_bytes()).hexdigest()
+                          for name in ("adapter_model.safetensors", "value_head.safetensors", "README.md")}
+finish()
+"""
+
+
+@pytest.mark.slow
+def test_rft_command_lora_push_card_and_adapter_load_by_repo_id(run_hub_script, hub_server, tiny_model_path, tmp_path):
+    """`trl-ext rft` (LoRA) with --push_to_hub: the adapter, the value head and the card all load by repo id."""
+    import hashlib
+
+    repo_id = "user/tiny-rft-lora-cli"
+    args = {"model_path": tiny_model_path, "output_dir": str(tmp_path / "out"), "repo_id": repo_id,
+            "base_repo": "user/tiny-base"}
+    res = run_hub_script(RFT_COMMAND_LORA_PUSH, hub_server, args)
+
+    assert res["adapter_equals_local"] and res["adapter_changes_base"] > 0  # the trained adapter, not B = 0
+    assert res["policy_type"].startswith("Peft") and res["policy_equals_local"] and res["value_head_equals_local"]
+    files = hub_server.files(repo_id)
+    assert {"adapter_config.json", "adapter_model.safetensors", "value_head.safetensors", "value_head_config.json",
+            "tokenizer.json", "README.md", "training_curves.png"} <= set(files) == set(res["downloaded"])
+    assert "model.safetensors" not in files
+    for name, digest in res["local_sha256"].items():  # the Hub holds exactly the local output folder's files
+        assert hashlib.sha256(files[name]).hexdigest() == digest, name
+    text = files["README.md"].decode()
+    assert "More Information Needed" not in text and text.count("Framework versions") == 1
+    meta = _front_matter(text)
+    assert meta["base_model"] == "user/tiny-base" and meta["library_name"] == "peft"
+    assert {"trl", "trl-ext", "rft", "peft"} <= set(meta["tags"]), meta["tags"]
+    (entry,) = meta["model-index"]
+    (result,) = entry["results"]
+    (metric,) = result["metrics"]
+    assert metric["name"] == "held-out answer accuracy" and metric["type"] == "accuracy"
+    assert metric["value"] == pytest.approx(res["summary"]["accuracy_after"])
+    assert repo_id in text  # the card's loading code names the repo
+    _assert_final_artefacts_only(hub_server, repo_id)
+    assert hub_server.unhandled == []
+
+
 def _has_hub_push_mixin(kind: str) -> bool:
     import importlib
 
