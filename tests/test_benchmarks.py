@@ -2,7 +2,7 @@
 
 The numbers themselves are measured by hand on the embedded model (benchmarks/README.md); these tests check that
 each comparison runs both sides, alternates them, and reports finite ratios, and that the learning benchmark
-evaluates at the requested points and stops at its wall-time budget.
+evaluates at the requested points, stops at its wall-time budget, summarises over seeds and resumes.
 """
 
 import json
@@ -35,20 +35,71 @@ def test_compare_runs_every_comparison_side_by_side(tmp_path):
     assert len(report["comparisons"]["mixed"]["runs"]["stock"][0]["stages"]) == 2  # SFT, then DPO
 
 
+LEARNING = [sys.executable, os.path.join(ROOT, "benchmarks", "bench_learning.py")]
+
+
+def _stats():
+    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+    import learning_stats
+
+    return learning_stats
+
+
+def test_learning_stats_t_interval_and_paired_comparison_by_hand():
+    stats = _stats()
+    r = stats.t_interval([0.3, 0.4, 0.5])  # sd 0.1, t_{0.975,2} = 4.3027: half-width 0.1 * 4.3027 / sqrt(3)
+    assert math.isclose(r["lo"], 0.4 - 0.248417, abs_tol=1e-5) and math.isclose(r["hi"], 0.4 + 0.248417, abs_tol=1e-5)
+    assert (r["min"], r["max"], r["n"]) == (0.3, 0.5, 3)
+    # d = (0.1, 0.2, 0.1): mean 2/15, sd 0.057735, t = 4; df 2: F(t) = 1/2 + t / (2 sqrt(2 + t^2))
+    c = stats.compare({0: 0.5, 1: 0.6, 2: 0.7}, {0: 0.4, 1: 0.4, 2: 0.6})
+    assert math.isclose(c["diff"]["mean"], 2 / 15, rel_tol=1e-9)
+    assert math.isclose(c["p_paired"], 2 * (0.5 - 4 / (2 * math.sqrt(18))), rel_tol=1e-6)
+    assert "not significant" in stats.verdict(c)
+    assert "significant at" in stats.verdict(stats.compare({0: 0.5, 1: 0.6, 2: 0.7}, {0: 0.3, 1: 0.41, 2: 0.5}))
+    assert stats.t_interval([0.5])["lo"] is None
+
+
+def test_learning_stats_step_diagnostics_by_hand():
+    from trl_ext.rewards.process import ArithmeticStepVerifier
+
+    texts = ["12 + 7 = 19\n19 - 4 = 16\n#### 16", "3 + 4 = 7\n#### 7", "no steps"]
+    d = _stats().step_diagnostics(texts, [0.0, 1.0, 0.0], ArithmeticStepVerifier())
+    assert d["steps_per_completion"] == 6 / 3 and d["claims_per_completion"] == 3 / 3
+    assert d["correct_step_frac_wrong"] == 0.5 and d["correct_step_frac_right"] == 1.0  # 19-4=16 is false
+    assert d["wrong_answers"] == 2
+
+
 @pytest.mark.slow
-def test_learning_benchmark_evaluates_and_stops_at_the_budget(tiny_model_path, tmp_path):
-    for name in ("rft", "process_grpo", "grpo"):
-        subprocess.run(
-            [sys.executable, os.path.join(ROOT, "benchmarks", "bench_learning.py"), "--model", tiny_model_path,
-             "--only", name, "--budget_s", "8", "--evals", "3", "--eval_size", "4", "--eval_max_new_tokens", "4",
-             "--output_dir", str(tmp_path)],
-            check=True, env=ENV, timeout=900, capture_output=True,
-        )
-        result = json.loads((tmp_path / f"{name}.json").read_text())
-        curve = result["curve"]
-        assert len(curve) == 3 and curve[0]["step"] == 0 and curve[-1]["train_seconds"] >= 8
-        assert [p["train_seconds"] for p in curve] == sorted(p["train_seconds"] for p in curve)
-        assert all(0.0 <= p["accuracy"] <= 1.0 for p in curve)
-    subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "bench_learning.py"), "--plot_only",
-                    "--output_dir", str(tmp_path)], check=True, env=ENV, timeout=300)
-    assert (tmp_path / "learning_curves.png").stat().st_size > 1000
+def test_learning_benchmark_smoke_preset_runs_every_cell_and_resumes(tmp_path):
+    out = tmp_path / "learning"
+    subprocess.run(LEARNING + ["--smoke", "--output_dir", str(out)], check=True, env=ENV, timeout=1800,
+                   capture_output=True)
+    runs = sorted(p.name for p in out.glob("*__seed*.json"))
+    assert len(runs) == 2 * 9  # 2 seeds x (3 + 3 + rft_full + 2): RFT with LoRA on 2 terms is shared by two cells
+    for path in out.glob("*__seed*.json"):
+        record = json.loads(path.read_text())
+        assert record["complete"] and record["curve"][0]["train_seconds"] == 0.0
+        seconds = [p["train_seconds"] for p in record["curve"]]
+        assert seconds == sorted(seconds) and seconds[-1] >= record["settings"]["budget_s"]
+        assert record["settings"]["device"] == "cpu" and record["settings"]["precision"] == "fp32"
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(summary) == {"process_steps", "process_easy", "lora_vs_full", "likelihood"}
+    easy = summary["process_easy"]
+    assert {(c["a"], c["b"]) for c in easy["comparisons"] if c["metric"] == "accuracy"} == {
+        ("rft", "grpo"), ("rft", "process_grpo"), ("grpo", "process_grpo")}
+    assert all(easy["metrics"]["accuracy"][m]["marks"][-1]["n"] == 2 for m in ("rft", "grpo", "process_grpo"))
+    assert set(summary["likelihood"]["metrics"]) == {"answer_accuracy", "preference_accuracy", "reward_margin_accuracy"}
+    for cell in summary:
+        assert (out / f"{cell}.png").stat().st_size > 1000
+    assert "95%" in (out / "summary.md").read_text()
+    # resume: a run left incomplete (as if killed) is redone, nothing else; other settings are refused
+    killed = out / "chain_sum_2__grpo__seed1.json"
+    record = json.loads(killed.read_text())
+    killed.write_text(json.dumps({**record, "complete": False, "curve": record["curve"][:1]}))
+    again = subprocess.run(LEARNING + ["--smoke", "--output_dir", str(out), "--jobs", "1"], check=True, env=ENV,
+                           timeout=900, capture_output=True, text=True)
+    assert "18 runs planned, 17 already complete" in again.stdout and "measured 1 runs" in again.stdout
+    assert json.loads(killed.read_text())["complete"]
+    other = subprocess.run(LEARNING + ["--smoke", "--output_dir", str(out), "--budget_s", "4"], env=ENV,
+                           timeout=900, capture_output=True, text=True)
+    assert other.returncode != 0 and "measured with other settings" in other.stderr
