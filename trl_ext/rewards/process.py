@@ -188,7 +188,8 @@ def check_process_rewards(
     """Validate a process reward function's output and return it with ``None`` turned into NaN.
 
     Raises ``ValueError`` naming ``func_name`` when the output is not one entry per completion, when an entry's length
-    differs from the completion's step count, or when a step reward is NaN or infinite (use ``None`` to skip a step).
+    differs from the completion's step count, or when a step reward is not a number (e.g. the string ``'1.0'``), NaN or
+    infinite (use ``None`` to skip a step).
     A ``None`` entry skips the whole completion.
     """
     if not isinstance(output, (list, tuple)) or len(output) != len(steps):
@@ -215,6 +216,12 @@ def check_process_rewards(
             if value is None:
                 row.append(math.nan)
                 continue
+            if isinstance(value, (str, bytes)) or not hasattr(value, "__float__"):  # numbers, numpy/torch scalars
+                raise ValueError(
+                    f"The process reward function '{func_name}' returned a {type(value).__name__} ({value!r}) for step "
+                    f"{j} of completion {i}; step rewards must be numbers (float or int), or None to skip a step. "
+                    "Return float(...) of the value."
+                )
             value = float(value)
             if not math.isfinite(value):
                 raise ValueError(

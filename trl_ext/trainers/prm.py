@@ -56,6 +56,7 @@ from ..core.prm_metrics import prm_metrics, scores_to_predictions, token_level_t
 from ..hub import HubPushMixin
 from ..model_card import ModelCardMixin
 from ..rewards.process import _prompt_text
+from .rft_checks import check_not_empty
 
 __all__ = ["CORRECT_LABEL", "ID2LABEL", "LABEL2ID", "PRMConfig", "PRMTrainer", "check_step_row", "tokenize_step_row"]
 
@@ -353,6 +354,7 @@ class PRMTrainer(HubPushMixin, ModelCardMixin, Trainer):
 
         # ---- data first: bad rows fail before the model is loaded --------------------------------------------------
         self._check_dataset(train_dataset, "train")
+        check_not_empty(train_dataset, "train_dataset", type(self).__name__)
         if isinstance(eval_dataset, dict):
             for key, split in eval_dataset.items():
                 self._check_dataset(split, f"eval[{key!r}]")

@@ -58,7 +58,16 @@ from ..model_card import ModelCardMixin
 from ..models.adapters import AdapterFolderArguments, resolve_adapter_model, use_base_as_reference
 from ..rewards.process import ProcessRewardModel, check_process_rewards, completion_steps, skipped_token_ids
 from .checkpointing import ResumeMixin
-from .rft_checks import probe_reward_funcs
+from .rft_checks import (
+    RolloutChecks,
+    check_not_empty,
+    check_prompt_column,
+    check_prompts_not_none,
+    check_tokenizer_fits,
+    probe_reward_funcs,
+    resolve_reward_processing_classes,
+    validated_reward_func,
+)
 from .trl_compat import (
     grpo_local_slice,
     grpo_log_extra,
@@ -287,6 +296,13 @@ class ProcessGRPOTrainer(ResumeMixin, HubPushMixin, ModelCardMixin, VLLMSyncMixi
             model, args, trainer="ProcessGRPOTrainer", quantization_config=kwargs.get("quantization_config"),
             peft_config=peft_config, processing_class=processing_class,
         )
+        self._check_inputs(train_dataset, eval_dataset, process_reward_funcs)
+        if self._has_outcome:  # TRL's errors mid-step become clear ones (a string reward, a wrong-vocabulary RM)
+            reward_funcs = reward_funcs if isinstance(reward_funcs, list) else [reward_funcs]
+            reward_processing_classes = resolve_reward_processing_classes(
+                model, reward_funcs, reward_processing_classes, processing_class, args, type(self).__name__
+            )
+            reward_funcs = [f if isinstance(f, (str, nn.Module)) else validated_reward_func(f) for f in reward_funcs]
 
         super().__init__(
             model=model,
@@ -313,8 +329,21 @@ class ProcessGRPOTrainer(ResumeMixin, HubPushMixin, ModelCardMixin, VLLMSyncMixi
             if isinstance(fn, ProcessRewardModel):
                 fn.model.to(self.accelerator.device)
         self._pending_process_advantages: torch.Tensor | None = None
+        self._rollout_checks = RolloutChecks(type(self).__name__, self.accelerator.is_main_process)
         if self._has_outcome and args.validate_reward_funcs:  # an unusable reference column fails here
             probe_reward_funcs(self.reward_funcs, self.reward_func_names, train_dataset, grpo_tokenizer(self))
+
+    def _check_inputs(self, train_dataset: Any, eval_dataset: Any, process_reward_funcs: list) -> None:
+        """Bad input before any model loads: no/empty/None ``prompt``, a PRM whose tokenizer it cannot embed."""
+        name = type(self).__name__
+        check_prompt_column(train_dataset, "train_dataset", name)
+        check_not_empty(train_dataset, "train_dataset", name)
+        check_prompts_not_none(train_dataset, "train_dataset", name)
+        check_prompt_column(eval_dataset, "eval_dataset", name)
+        for i, fn in enumerate(process_reward_funcs):
+            if isinstance(fn, ProcessRewardModel):
+                check_tokenizer_fits(fn.tokenizer, fn.model, f"process_reward_funcs[{i}] (a ProcessRewardModel)",
+                                     "its tokenizer", name)
 
     # ------------------------------------------------------------------------------------------------------------------
     # Scoring: TRL calls _calculate_rewards once per generation batch, inside _generate_and_score_completions.
@@ -370,6 +399,11 @@ class ProcessGRPOTrainer(ResumeMixin, HubPushMixin, ModelCardMixin, VLLMSyncMixi
 
         # Generations of one prompt may live on different ranks: normalise over the global batch.
         rows = gather_object(local_rows)
+        if self.model.training:  # no reward at all / no step scored / separator never written: counted warnings
+            outcome = None if rewards_per_func is None else int((~torch.isnan(rewards_per_func).all(1)).sum())
+            scored = sum(not math.isnan(r) for row in rows for r in row["rewards"])
+            self._rollout_checks.process_rollout([len(r["ends"]) for r in rows], scored, outcome, self.step_separator,
+                                                 self.process_reward_func_names, self.state.global_step)
         if rewards_per_func is None:  # process rewards only: TRL's reward column is the mean step reward
             means = [[sum(v) / len(v)] if (v := [r for r in row["rewards"] if not math.isnan(r)]) else [math.nan]
                      for row in rows]

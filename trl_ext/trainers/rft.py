@@ -91,7 +91,10 @@ from ..models.value_head import (
 )
 from .checkpointing import ResumeMixin
 from .rft_checks import (
+    RolloutChecks,
+    check_not_empty,
     check_prompt_column,
+    check_prompts_not_none,
     check_quantization,
     probe_reward_funcs,
     resolve_reward_processing_classes,
@@ -416,15 +419,17 @@ class RFTTrainer(ResumeMixin, HubPushMixin, ModelCardMixin, VLLMSyncMixin, GRPOT
                 "model)."
             )
         if not has_environment:
-            check_prompt_column(train_dataset, "train_dataset")
-        check_prompt_column(eval_dataset, "eval_dataset")
+            check_prompt_column(train_dataset, "train_dataset", type(self).__name__)
+            check_not_empty(train_dataset, "train_dataset", type(self).__name__)
+            check_prompts_not_none(train_dataset, "train_dataset", type(self).__name__)
+        check_prompt_column(eval_dataset, "eval_dataset", type(self).__name__)
         check_quantization(quantization_config, args.model_init_kwargs)
         model, processing_class, quantization_config = resolve_adapter_model(  # a PEFT adapter folder as `model`
             model, args, trainer="RFTTrainer", quantization_config=quantization_config, peft_config=peft_config,
             processing_class=processing_class,
         )
         reward_processing_classes = resolve_reward_processing_classes(
-            model, reward_funcs, reward_processing_classes, processing_class, args
+            model, reward_funcs, reward_processing_classes, processing_class, args, type(self).__name__
         )
         reward_funcs = [
             f if isinstance(f, (str, nn.Module)) else validated_reward_func(f) for f in reward_funcs
@@ -463,6 +468,7 @@ class RFTTrainer(ResumeMixin, HubPushMixin, ModelCardMixin, VLLMSyncMixin, GRPOT
             value_head = self._build_value_head()
         attach_value_head(self.model, value_head)
         self._rft_rewards_per_func: torch.Tensor | None = None
+        self._rollout_checks = RolloutChecks(type(self).__name__, self.accelerator.is_main_process)
 
         if args.validate_reward_funcs and not has_environment:
             self._probe_reward_funcs(train_dataset)
@@ -560,6 +566,8 @@ class RFTTrainer(ResumeMixin, HubPushMixin, ModelCardMixin, VLLMSyncMixin, GRPOT
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
         rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
         self._rft_rewards_per_func = rewards_per_func  # (B_global, n_funcs), NaN where a function returned None
+        if self.model.training:  # a rollout without any reward trains nothing: loud, counted warning
+            self._rollout_checks.rewards(rewards_per_func, self.reward_func_names, self.state.global_step)
         return rewards_per_func
 
     def _values_from_training_forward(self) -> bool:

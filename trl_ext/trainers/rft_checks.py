@@ -1,15 +1,24 @@
-"""Bad-input checks of :class:`~trl_ext.trainers.rft.RFTTrainer`, run before any training step.
+"""Bad-input checks of the RL trainers (:class:`~trl_ext.trainers.rft.RFTTrainer`,
+:class:`~trl_ext.trainers.process_grpo.ProcessGRPOTrainer`), run before any training step; the trainer's class name
+is a parameter of every message.
 
-Each raises one clear error naming the argument, column or function at fault:
+Each raises one clear error naming the argument, column, row or function at fault:
 
 - :func:`check_prompt_column` — a dataset without a ``prompt`` column;
+- :func:`check_not_empty` — a train dataset without rows (the Trainer would run 0 steps and log one line);
+- :func:`check_prompts_not_none` — ``None`` prompts (named by row);
+- :func:`check_tokenizer_fits` / :func:`check_same_vocabulary` — a reward model, PRM or reference model whose
+  vocabulary differs from the tokenizer that feeds it (else torch's ``index out of range in self`` mid-step);
 - :func:`check_quantization` — ``load_in_4bit`` / ``load_in_8bit`` without ``bitsandbytes``;
-- :func:`validated_reward_func` / :func:`check_rewards` — a reward function returning the wrong number of rewards, or
-  NaN / inf (``None`` stays allowed: TRL skips that sample);
+- :func:`validated_reward_func` / :func:`check_rewards` — a reward function returning the wrong number of rewards,
+  NaN / inf, or strings such as ``'1.0'`` (``None`` stays allowed: TRL skips that sample);
 - :func:`check_rewards_not_all_none` — a reward function returning ``None`` for every sample of the probe batch (its
   reference column is unusable);
 - :func:`resolve_reward_processing_classes` — a reward model whose tokenizer differs from the policy's and cannot be
   found, with no processing class given.
+
+During training, :class:`RolloutChecks` warns loudly, with a count, about rollouts that train nothing (no reward at
+all) or in which a ProcessGRPO step separator never occurs.
 
 Example:
     >>> from trl_ext.trainers.rft_checks import check_rewards
@@ -28,10 +37,15 @@ from typing import Any, Callable
 from transformers import PreTrainedModel
 
 __all__ = [
+    "RolloutChecks",
+    "check_not_empty",
     "check_prompt_column",
+    "check_prompts_not_none",
     "check_quantization",
     "check_rewards",
     "check_rewards_not_all_none",
+    "check_same_vocabulary",
+    "check_tokenizer_fits",
     "probe_reward_funcs",
     "is_bitsandbytes_available",
     "resolve_reward_processing_classes",
@@ -72,20 +86,79 @@ def check_quantization(quantization_config: Any, model_init_kwargs: dict | None)
             )
 
 
-def check_prompt_column(dataset: Any, name: str) -> None:
-    """Raise ``ValueError`` naming ``name`` if ``dataset`` (or a split of a ``DatasetDict``) has no ``prompt`` column."""
+def check_prompt_column(dataset: Any, name: str, trainer: str = "RFTTrainer") -> None:
+    """Raise ``ValueError`` naming ``name`` if ``dataset`` (or a split of a ``DatasetDict``) has no ``prompt`` column.
+
+    Example:
+        >>> from datasets import Dataset
+        >>> check_prompt_column(Dataset.from_dict({"question": ["1+1?"]}), "train_dataset", "ProcessGRPOTrainer")
+        Traceback (most recent call last):
+        ...
+        ValueError: ProcessGRPOTrainer: train_dataset has no 'prompt' column (columns: ['question']). ...
+    """
     columns = getattr(dataset, "column_names", None)
     if dataset is None or columns is None:
         return
     if isinstance(columns, dict):  # DatasetDict
         for split, split_columns in columns.items():
             if "prompt" not in split_columns:
-                raise ValueError(f"RFTTrainer: {name}[{split!r}] has no 'prompt' column (columns: {split_columns}).")
+                raise ValueError(f"{trainer}: {name}[{split!r}] has no 'prompt' column (columns: {split_columns}).")
     elif "prompt" not in columns:
         raise ValueError(
-            f"RFTTrainer: {name} has no 'prompt' column (columns: {columns}). RFT samples completions for the "
-            "'prompt' of each row (a string, or a list of chat messages)."
+            f"{trainer}: {name} has no 'prompt' column (columns: {columns}). The trainer samples completions for the "
+            "'prompt' of each row (a string, or a list of chat messages): rename your question column, e.g. "
+            "dataset.rename_column('question', 'prompt')."
         )
+
+
+def check_not_empty(dataset: Any, name: str, trainer: str) -> None:
+    """Raise ``ValueError`` if ``dataset`` has no rows: the Trainer would run 0 steps and log one line, silently.
+
+    Datasets without a length (``IterableDataset``) pass.
+
+    Example:
+        >>> from datasets import Dataset
+        >>> check_not_empty(Dataset.from_dict({"prompt": []}), "train_dataset", "RFTTrainer")
+        Traceback (most recent call last):
+        ...
+        ValueError: RFTTrainer: train_dataset has 0 rows, ...
+    """
+    if dataset is None or not hasattr(dataset, "__len__") or isinstance(getattr(dataset, "column_names", None), dict):
+        return
+    if len(dataset) == 0:
+        raise ValueError(
+            f"{trainer}: {name} has 0 rows, so training would run 0 steps (the Trainer logs one line and returns) "
+            "and nothing would learn. Pass a dataset with at least one row: check the split, the filters, and "
+            "--max_train_samples / select(...)."
+        )
+
+
+def check_prompts_not_none(dataset: Any, name: str, trainer: str) -> None:
+    """Raise ``ValueError`` naming the first rows whose ``prompt`` is ``None`` (the tokenizer would fail mid-step,
+    or the model would be prompted with the text "None"). A ``datasets.Dataset`` is checked from its Arrow column's
+    null count, without reading the prompts; other datasets pass.
+
+    Example:
+        >>> from datasets import Dataset
+        >>> check_prompts_not_none(Dataset.from_dict({"prompt": ["1+1?", None]}), "train_dataset", "RFTTrainer")
+        Traceback (most recent call last):
+        ...
+        ValueError: RFTTrainer: train_dataset has a None 'prompt' in 1 row(s): row(s) [1]. ...
+    """
+    from datasets import Dataset
+
+    if not isinstance(dataset, Dataset) or "prompt" not in dataset.column_names:
+        return
+    if dataset.data.column("prompt").null_count == 0:  # the whole table (a select() view has no more nulls)
+        return
+    rows = [i for i, prompt in enumerate(dataset["prompt"]) if prompt is None]
+    if not rows:
+        return
+    raise ValueError(
+        f"{trainer}: {name} has a None 'prompt' in {len(rows)} row(s): row(s) {rows[:10]}"
+        f"{' ...' if len(rows) > 10 else ''}. Every row needs a prompt (a string, or a list of chat messages): "
+        "drop those rows (dataset.filter(lambda row: row['prompt'] is not None)) or fill them in."
+    )
 
 
 def _is_async(func: Callable) -> bool:
@@ -113,6 +186,13 @@ def check_rewards(name: str, rewards: Any, n: int) -> list:
         raise ValueError(
             f"Reward function {name!r} returned {len(rewards)} rewards for {n} completions; it must return exactly "
             "one float (or None to skip a sample) per completion."
+        )
+    texts = [i for i, r in enumerate(rewards) if isinstance(r, (str, bytes))]
+    if texts:
+        raise ValueError(
+            f"Reward function {name!r} returned a {type(rewards[texts[0]]).__name__} ({rewards[texts[0]]!r}) for "
+            f"completion(s) {texts[:8]}; rewards must be numbers (float or int), or None to skip a sample. Return "
+            f"float(...) of the value (TRL would fail later with torch's \"too many dimensions 'str'\")."
         )
     bad = []
     for i, r in enumerate(rewards):
@@ -277,18 +357,97 @@ def _load_tokenizer(name: str | None, **kwargs: Any):
         return None
 
 
+def _embedding_rows(model: Any) -> int | None:
+    """How many token ids ``model`` embeds (its input embedding's rows, else ``config.vocab_size``)."""
+    try:
+        return int(model.get_input_embeddings().num_embeddings)
+    except Exception:  # noqa: BLE001 - no embedding module (or a custom one): fall back on the config
+        return _vocab_size(model.config) if hasattr(model, "config") else None
+
+
+def _model_label(model: Any) -> str:
+    """``'path'`` for a path, ``Class('name_or_path')`` for a model loaded from one, ``Class`` otherwise."""
+    if isinstance(model, str):
+        return repr(model)
+    name = getattr(getattr(model, "config", None), "_name_or_path", "")
+    return f"{type(model).__name__}({name!r})" if name else type(model).__name__
+
+
+def check_tokenizer_fits(tokenizer: Any, model: Any, what: str, tokenizer_what: str, trainer: str) -> None:
+    """Raise ``ValueError`` if ``tokenizer`` produces token ids that ``model`` cannot embed (``len(tokenizer)`` above
+    the model's embedding rows): torch would fail mid-step with ``index out of range in self``.
+
+    ``what`` names the model (e.g. ``"reward model reward_funcs[0]"``), ``tokenizer_what`` where the tokenizer comes
+    from (e.g. ``"reward_processing_classes[0]"``).
+
+    Example:
+        >>> from transformers import LlamaConfig, LlamaForCausalLM
+        >>> class Tok:
+        ...     name_or_path = "policy"
+        ...     def __len__(self): return 200
+        >>> model = LlamaForCausalLM(LlamaConfig(vocab_size=100, hidden_size=8, intermediate_size=16,
+        ...     num_hidden_layers=1, num_attention_heads=2))
+        >>> check_tokenizer_fits(Tok(), model, "the PRM", "its tokenizer", "ProcessGRPOTrainer")
+        Traceback (most recent call last):
+        ...
+        ValueError: ProcessGRPOTrainer: the PRM ... embeds 100 token ids, but its tokenizer ('policy') has 200 ...
+    """
+    rows = model if isinstance(model, int) else _embedding_rows(model)
+    tokenizer = getattr(tokenizer, "tokenizer", tokenizer)  # a VLM processor's tokenizer
+    if rows is None or tokenizer is None or len(tokenizer) <= rows:
+        return
+    label = "" if isinstance(model, int) else f" {_model_label(model)}"
+    raise ValueError(
+        f"{trainer}: {what}{label} embeds {rows} token ids, but {tokenizer_what} "
+        f"({getattr(tokenizer, 'name_or_path', type(tokenizer).__name__)!r}) has {len(tokenizer)} tokens: the two "
+        "have different vocabularies, and the first token id >= "
+        f"{rows} would fail mid-step with torch's 'index out of range in self'. Pass the model's own tokenizer for "
+        f"{what}, or a model with the same vocabulary."
+    )
+
+
+def check_same_vocabulary(policy: Any, other: Any, what: str, trainer: str) -> None:
+    """Raise ``ValueError`` naming both models if ``other`` (e.g. the reference model, which is fed the policy's token
+    ids) embeds a different number of token ids than ``policy``.
+
+    Example:
+        >>> from transformers import LlamaConfig, LlamaForCausalLM
+        >>> def tiny(vocab):
+        ...     return LlamaForCausalLM(LlamaConfig(vocab_size=vocab, hidden_size=8, intermediate_size=16,
+        ...                                         num_hidden_layers=1, num_attention_heads=2))
+        >>> check_same_vocabulary(tiny(100), tiny(100), "ref_model", "UnifiedLikelihoodTrainer")
+        >>> check_same_vocabulary(tiny(100), tiny(50), "ref_model", "UnifiedLikelihoodTrainer")
+        Traceback (most recent call last):
+        ...
+        ValueError: UnifiedLikelihoodTrainer: ref_model ... embeds 50 token ids but the policy ... embeds 100; ...
+    """
+    if policy is None or other is None:
+        return
+    rows, other_rows = _embedding_rows(policy), _embedding_rows(other)
+    if rows is None or other_rows is None or rows == other_rows:
+        return
+    raise ValueError(
+        f"{trainer}: {what} {_model_label(other)} embeds {other_rows} token ids but the policy {_model_label(policy)} "
+        f"embeds {rows}; {what} reads the policy's token ids, so their vocabularies must be the same (else torch's "
+        "'index out of range in self' mid-step, or log-probs of other tokens). Use a copy of the policy's base "
+        f"model as {what}, or leave it None."
+    )
+
+
 def resolve_reward_processing_classes(
     model: Any,
     reward_funcs: list,
     reward_processing_classes: Any,
     processing_class: Any,
     args: Any,
+    trainer: str = "RFTTrainer",
 ) -> list:
     """One processing class per reward function; a reward model gets its own tokenizer or a clear error.
 
     For a reward model (a path or a ``PreTrainedModel``) without a processing class: its own tokenizer if one loads
     from its path (as TRL would do); otherwise the policy's tokenizer *only* if the reward model has the policy's
-    vocabulary. A reward model whose tokenizer differs and cannot be found raises, naming ``reward_processing_classes``.
+    vocabulary. A reward model whose tokenizer differs and cannot be found raises, naming ``reward_processing_classes``;
+    so does a processing class (given or found) with more tokens than its reward model embeds.
     """
     from transformers import AutoConfig
 
@@ -302,14 +461,20 @@ def resolve_reward_processing_classes(
     if len(classes) != n:
         raise ValueError(
             f"The number of reward processing classes ({len(classes)}) must match the number of reward functions "
-            f"({n}). RFTTrainer: give one per reward function, in the order of reward_funcs (None for callables and "
+            f"({n}). {trainer}: give one per reward function, in the order of reward_funcs (None for callables and "
             "for reward models whose own tokenizer loads from their path)."
         )
     kwargs = {"trust_remote_code": args.trust_remote_code}
     policy_vocab: int | None = None
     policy_tokenizer = None
     for i, func in enumerate(reward_funcs):
-        if classes[i] is not None or not isinstance(func, (str, PreTrainedModel)):
+        if not isinstance(func, (str, PreTrainedModel)):
+            continue
+        if classes[i] is not None:
+            rows = _vocab_size(AutoConfig.from_pretrained(func, **kwargs)) if isinstance(func, str) else func
+            what = f"reward model reward_funcs[{i}]" + (f" ({func!r})" if isinstance(func, str) else "")
+            check_tokenizer_fits(classes[i], rows, what, f"its processing class reward_processing_classes[{i}]",
+                                 trainer)
             continue
         if isinstance(func, str):
             name, rm_vocab = func, _vocab_size(AutoConfig.from_pretrained(func, **kwargs))
@@ -319,7 +484,7 @@ def resolve_reward_processing_classes(
         if tokenizer is not None:
             if rm_vocab is not None and len(tokenizer) > rm_vocab:
                 raise ValueError(
-                    f"RFTTrainer: the tokenizer found for reward model reward_funcs[{i}] ({name}) has {len(tokenizer)} "
+                    f"{trainer}: the tokenizer found for reward model reward_funcs[{i}] ({name}) has {len(tokenizer)} "
                     f"tokens but the model embeds only {rm_vocab}; pass its tokenizer in reward_processing_classes."
                 )
             classes[i] = tokenizer
@@ -332,9 +497,100 @@ def resolve_reward_processing_classes(
             policy_tokenizer = getattr(policy_tokenizer, "tokenizer", policy_tokenizer)  # a VLM processor's tokenizer
         if rm_vocab is None or rm_vocab != policy_vocab or policy_tokenizer is None:
             raise ValueError(
-                f"RFTTrainer: reward model reward_funcs[{i}] ({name or type(func).__name__}) has no loadable tokenizer "
+                f"{trainer}: reward model reward_funcs[{i}] ({name or type(func).__name__}) has no loadable tokenizer "
                 f"and its vocabulary ({rm_vocab} tokens) differs from the policy's ({policy_vocab}), so the policy "
                 f"tokenizer cannot serve it. Pass its tokenizer: reward_processing_classes=[...] (entry {i})."
             )
         classes[i] = policy_tokenizer
     return classes
+
+
+class RolloutChecks:
+    """Loud, counted warnings about rollouts that look normal but train nothing (or less than asked for).
+
+    Refusing is wrong here — a batch of rows without usable references, or a policy that has not yet learnt to write
+    the step separator, can be transient — but silence is wrong too. Each problem is warned about at its 1st, 2nd,
+    4th, 8th, … occurrence, with the count of rollouts it affected so far (``counts`` holds them all), on the main
+    process only.
+
+    Example:
+        >>> import torch, warnings
+        >>> checks = RolloutChecks("RFTTrainer")
+        >>> with warnings.catch_warnings(record=True) as caught:
+        ...     warnings.simplefilter("always")
+        ...     checks.rewards(torch.full((4, 1), float("nan")), ["numeric_match"], step=3)
+        >>> checks.counts["no_reward"], "1 of 1 rollout" in str(caught[0].message)
+        (1, True)
+    """
+
+    def __init__(self, trainer: str, is_main_process: bool = True) -> None:
+        self.trainer = trainer
+        self.is_main_process = is_main_process
+        self.rollouts = 0
+        self.counts: dict[str, int] = {}
+
+    def _flag(self, problem: str, message: str, step: int) -> None:
+        n = self.counts[problem] = self.counts.get(problem, 0) + 1
+        if self.is_main_process and n & (n - 1) == 0:  # 1, 2, 4, 8, ...
+            import warnings
+
+            warnings.warn(
+                f"{self.trainer} (step {step}): {message} [{n} of {self.rollouts} rollout(s) so far; warned at the "
+                "1st, 2nd, 4th, 8th, ... occurrence]",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+
+    def rewards(self, rewards_per_func: Any, names: list[str], step: int) -> None:
+        """One rollout's ``(B_global, n_funcs)`` rewards (NaN where a function returned ``None``): flag it when no
+        completion got any reward (TRL then warns per row and the rollout trains nothing)."""
+        import torch
+
+        self.rollouts += 1
+        if rewards_per_func.numel() and bool(torch.isnan(rewards_per_func).all()):
+            self._flag(
+                "no_reward",
+                f"every reward function ({', '.join(names)}) returned None for all {rewards_per_func.shape[0]} "
+                "completions of this rollout, so it trains nothing. Check the reference column of these rows (TRL's "
+                "warnings above list them; the check before step 1 probes only 2 rows).",
+                step,
+            )
+
+    def process_rollout(
+        self, num_steps: list[int], scored_steps: int, outcome_scored: int | None, separator: str,
+        process_names: list[str], step: int,
+    ) -> None:
+        """One ProcessGRPO rollout (global batch): ``num_steps`` per completion, how many steps some process reward
+        function scored, how many completions got an outcome reward (``None`` without outcome rewards). Flags a
+        rollout without any reward, one whose process reward functions scored no step, and one in which the step
+        separator never occurs (every completion one step: process supervision reduces to outcome rewards)."""
+        self.rollouts += 1
+        funcs = ", ".join(process_names)
+        if scored_steps == 0 and not outcome_scored:
+            what = [f"the process reward functions ({funcs}) returned None for every step"] if process_names else []
+            if outcome_scored is not None:
+                what.append("every outcome reward was None")
+            self._flag(
+                "no_reward",
+                f"no reward at all in the {len(num_steps)} completions of this rollout ({' and '.join(what)}), so it "
+                "trains nothing. Check the reward functions' inputs (reference columns, step format; "
+                "ArithmeticStepVerifier(no_claim_reward=...) scores steps without arithmetic).",
+                step,
+            )
+        elif process_names and scored_steps == 0:
+            self._flag(
+                "no_step_reward",
+                f"the process reward functions ({funcs}) returned None for every step of the {len(num_steps)} "
+                "completions: this rollout trains on the outcome rewards only (plain GRPO).",
+                step,
+            )
+        if process_names and num_steps and max(num_steps) <= 1:
+            self._flag(
+                "one_step",
+                f"the step separator {separator!r} occurs in none of the {len(num_steps)} completions of this "
+                "rollout: every completion is one step, so process supervision reduces to one reward per completion "
+                "(plain GRPO). Set step_separator to what the model writes between steps (e.g. '\\n' instead "
+                "of '\\n\\n'), or prompt it to use the separator.",
+                step,
+            )
+
