@@ -47,6 +47,7 @@ from ..hub import HubPushMixin
 from ..model_card import ModelCardMixin
 from ..models.adapters import AdapterFolderArguments, resolve_adapter_model, use_base_as_reference
 from .checkpointing import ResumeMixin, remove_stale_cache_temporaries
+from .rft_checks import check_not_empty, check_same_vocabulary
 from .trl_compat import (
     common_prefix_len,
     dpo_count_train_tokens,
@@ -65,6 +66,8 @@ from .unified_collator import (
     PREPARED_COLUMNS,
     REF_COLUMNS,
     DataCollatorForUnifiedLikelihood,
+    check_beta,
+    check_row_format,
     infer_row_kind,
     mix_datasets,
     pack_sequences,
@@ -196,6 +199,7 @@ class UnifiedLikelihoodConfig(AdapterFolderArguments, DPOConfig):
             )
         if self.rwr_temperature <= 0:
             raise ValueError(f"{where}.rwr_temperature must be > 0, got {self.rwr_temperature}")
+        check_beta(self.beta, self.loss_type, where)
         super().__post_init__()
 
     @property
@@ -223,6 +227,7 @@ def _tokenize_row(
     if kind is None:
         filled = sorted(k for k, v in example.items() if v is not None)
         raise ValueError(f"{where} matches no kind; its columns with a value are {filled}. Expected {_KIND_HELP}.")
+    check_row_format(example, kind, where)
     if kind == "preference" and example.get("prompt") is None:
         example = {**example, **extract_prompt({"chosen": example["chosen"], "rejected": example["rejected"]})}
     prompt = example["prompt"]
@@ -366,6 +371,7 @@ class UnifiedLikelihoodTrainer(ResumeMixin, HubPushMixin, ModelCardMixin, DPOTra
             eval_dataset = mix_datasets(eval_dataset)
         elif isinstance(eval_dataset, dict):
             eval_dataset = {k: mix_datasets(v) if isinstance(v, (list, tuple)) else v for k, v in eval_dataset.items()}
+        check_not_empty(train_dataset, "train_dataset", type(self).__name__)  # TRL: a bare StopIteration
 
         model, processing_class, quantization_config = resolve_adapter_model(  # a PEFT adapter folder as `model`
             model, args, trainer="UnifiedLikelihoodTrainer", quantization_config=quantization_config,
@@ -408,6 +414,7 @@ class UnifiedLikelihoodTrainer(ResumeMixin, HubPushMixin, ModelCardMixin, DPOTra
             args.precompute_ref_log_probs = user_precompute
             args.padding_free = user_padding_free
             self._defer_precompute = False
+        check_same_vocabulary(self.model, self.ref_model, "ref_model", type(self).__name__)
         use_base_as_reference(self)  # an adapter folder continued: the reference is its base, adapters off
         self.padding_free = user_padding_free
         self.loss_params = args.loss_params()

@@ -40,7 +40,7 @@ from typing import Any
 import torch
 from transformers.data.data_collator import DataCollatorMixin
 
-from ..core.likelihood import RowKind
+from ..core.likelihood import LOSSES, RowKind
 from .trl_compat import pad_sequences
 
 DEMONSTRATION, PREFERENCE, GRADED = RowKind.DEMONSTRATION, RowKind.PREFERENCE, RowKind.GRADED
@@ -85,6 +85,76 @@ def infer_row_kind(row: dict[str, Any]) -> str | None:
     if completion and not (_has(row, "chosen") or _has(row, "rejected")) and _has(row, "prompt"):
         return "graded" if (_has(row, "reward") or _has(row, "label")) else "demonstration"
     return None
+
+
+def check_beta(beta: float, loss_type: Sequence[str], where: str = "UnifiedLikelihoodConfig") -> None:
+    """Raise ``ValueError`` naming ``beta`` if it is negative (or NaN), or 0 while a loss of ``loss_type`` reads it.
+
+    TRL's ``DPOConfig`` accepts both. A negative β flips every preference: the policy learns to prefer the rejected
+    completions while ``rewards/accuracies`` (the sign of β·Δ) reads 1.0. With β = 0 the β-losses (every loss with a
+    reference) are constant (``sigmoid``: log 2) or undefined (``ipo``, ``sppo_hard``: 1/β), so pairs teach nothing.
+
+    Example:
+        >>> check_beta(0.0, ["sft", "simpo"])  # no loss reads beta
+        >>> check_beta(-0.1, ["sft", "sigmoid"])
+        Traceback (most recent call last):
+        ...
+        ValueError: UnifiedLikelihoodConfig.beta must be > 0, got -0.1: ...
+    """
+    readers = [t for t in loss_type if LOSSES[t].needs_reference]
+    if beta >= 0 and not (beta == 0 and readers):
+        return
+    why = (
+        "a negative beta flips every preference: the policy learns to prefer the rejected completions while "
+        "rewards/accuracies (the sign of beta * margin) reads 1.0"
+        if not beta == 0
+        else f"with beta = 0 the losses {readers} are constant or undefined (1/beta), so the pairs teach nothing"
+    )
+    raise ValueError(
+        f"{where}.beta must be > 0, got {beta}: {why}. TRL's DPOConfig accepts it; trl_ext refuses it. Typical "
+        "values are 0.01-0.5 (DPOConfig's default is 0.1); for the SimPO loss set simpo_beta instead."
+    )
+
+
+def _format(value: Any) -> str | None:
+    if isinstance(value, str):
+        return "standard"
+    if isinstance(value, (list, tuple)) and all(isinstance(m, dict) and "role" in m for m in value):
+        return "conversational"
+    return None
+
+
+def check_row_format(row: dict[str, Any], kind: str, where: str) -> None:
+    """Raise ``ValueError`` naming the row (``where``) and its columns unless its ``prompt`` and completion columns are
+    all strings (standard format) or all lists of chat messages (conversational format), as TRL expects.
+
+    Example:
+        >>> check_row_format({"prompt": "1+1=", "completion": "2"}, "demonstration", "row 0")
+        >>> check_row_format({"prompt": [{"role": "user", "content": "1+1="}], "completion": "2"}, "demonstration",
+        ...                  "row 0")
+        Traceback (most recent call last):
+        ...
+        ValueError: row 0: 'prompt' is a list of chat messages (conversational) but 'completion' is a str; ...
+    """
+    columns = ["chosen", "rejected"] if kind == "preference" else ["completion"]
+    if row.get("prompt") is not None:
+        columns = ["prompt", *columns]
+    formats = {c: _format(row[c]) for c in columns}
+    bad = [c for c, f in formats.items() if f is None]
+    if bad:
+        raise ValueError(
+            f"{where}: column {bad[0]!r} is of type {type(row[bad[0]]).__name__} ({str(row[bad[0]])[:60]!r}); it "
+            "must be a string (standard format) or a list of chat messages {'role': ..., 'content': ...} "
+            "(conversational)."
+        )
+    if len(set(formats.values())) > 1:
+        first, other = columns[0], next(c for c in columns if formats[c] != formats[columns[0]])
+        describe = {"standard": "a str", "conversational": "a list of chat messages (conversational)"}
+        raise ValueError(
+            f"{where}: {first!r} is {describe[formats[first]]} but {other!r} is {describe[formats[other]]}; "
+            f"columns {columns} must share one format: all strings, or all lists of chat messages (e.g. "
+            "[{'role': 'assistant', 'content': '4'}] for a chat prompt's completion)."
+        )
 
 
 def mix_datasets(datasets: Sequence[Any]):
