@@ -1,15 +1,31 @@
-"""Resume behaviour shared by trl_ext's trainers: skip incomplete checkpoints, never train past a finished run,
-continue exactly.
+"""Checkpoints and resume shared by trl_ext's trainers: atomic checkpoints, skip incomplete ones, never train past a
+finished run, continue exactly.
 
-:class:`ResumeMixin` goes first in the bases of ``RFTTrainer``, ``ProcessGRPOTrainer`` and ``UnifiedLikelihoodTrainer``
-and only overrides ``train``:
+:class:`ResumeMixin` goes first in the bases of ``RFTTrainer``, ``ProcessGRPOTrainer`` and
+``UnifiedLikelihoodTrainer`` (``PRMTrainer`` does not use it):
 
+- **Atomic checkpoints.** ``_save_checkpoint`` writes every file of ``checkpoint-N`` — model or adapter, value head
+  and ``rft_state.json`` (RFT's ``_save``), optimizer, scheduler, scaler, RNG states, rollout buffers, and
+  ``trainer_state.json`` last — into the staging sibling ``_checkpoint-N.tmp-<host>-<pid>`` (:func:`staging_folder`;
+  ``<pid>`` of the main process, the same folder on every process) and renames it to ``checkpoint-N`` only when all
+  are written: after a barrier of all processes (the end of ``_save_rng_state``, or of ``save_model`` with
+  ``save_only_model``), the main process writes ``trainer_state.json`` into it and renames it
+  (:func:`publish_checkpoint`; an older ``checkpoint-N`` of the same step is replaced without a moment where a
+  half-written one exists). Then the Trainer's push of the checkpoint (``hub_strategy="checkpoint"`` /
+  ``"all_checkpoints"``: ``last-checkpoint/`` / ``checkpoint-N/``) and the ``save_total_limit`` rotation run on the
+  complete folder, and ``best_model_checkpoint`` names ``checkpoint-N``. A kill at any moment therefore leaves either
+  a complete ``checkpoint-N`` or none plus a staging folder; an exception during a save removes its staging folder.
+  Files that subclasses add after ``Trainer._save_checkpoint`` returns (the README model card, GRPO's
+  ``entropy_ctrl_state.json`` with adaptive entropy) go into the published folder. The leading ``_`` keeps
+  staging folders out of ``checkpoint-*`` globs, rotation and the Hub uploads of ``output_dir`` (which ignore
+  ``_*``). Not covered: power loss (files are not fsynced).
+- ``train`` first removes stale staging folders of ``output_dir`` (:func:`remove_stale_checkpoint_staging`): made on
+  this host by a process that is gone, with a warning naming each; a live process's, or another host's, stay.
 - ``resume_from_checkpoint=True`` resolves to the last *complete* ``checkpoint-N`` of ``output_dir``
-  (:func:`last_complete_checkpoint`). The Trainer writes ``trainer_state.json`` last in a checkpoint, so a checkpoint
-  whose ``trainer_state.json`` is missing or unreadable was interrupted mid-save (a kill, a full disk); it is skipped
-  with a warning naming it, instead of failing with ``FileNotFoundError trainer_state.json`` /
-  ``SafetensorError``. A checkpoint whose value head was saved with other policy weights
-  (:func:`~trl_ext.models.value_head.check_policy_pairing`) is incomplete too.
+  (:func:`last_complete_checkpoint`). A ``checkpoint-N`` without a readable ``trainer_state.json`` (written by another
+  trainer without atomic saves, or damaged) or whose value head was saved with other policy weights
+  (:func:`~trl_ext.models.value_head.check_policy_pairing`) is skipped with a warning naming it, instead of failing
+  with ``FileNotFoundError trainer_state.json`` / ``SafetensorError``.
 - A checkpoint that already reached the run's ``max_steps`` (``args.max_steps``, or, when training by epochs with the
   same ``num_train_epochs``, the ``max_steps`` recorded in its ``trainer_state.json``) is a finished run: ``train``
   loads its weights and state, warns that there is nothing left to train, calls no reward function, moves no weight,
@@ -17,8 +33,12 @@ and only overrides ``train``:
 - Exact continuation for the GRPO-based trainers: TRL's shuffling ``RepeatSampler`` gets a ``set_epoch``
   (:func:`~trl_ext.trainers.trl_compat.grpo_sampler_with_set_epoch`, the same order as an uninterrupted stock run),
   so a resume in epoch ``e > 0`` does not replay epoch 0; and each checkpoint saves GRPO's micro-step counter and
-  buffered rollout (``rollout_buffer_<process>.pt``, next to the RNG states, before ``trainer_state.json``), so a
-  resume between the updates of one rollout (``steps_per_generation > 1``) uses the same rollout.
+  buffered rollout (``rollout_buffer_<process>.pt``, next to the RNG states), so a resume between the updates of one
+  rollout (``steps_per_generation > 1``) uses the same rollout. ``UnifiedLikelihoodTrainer`` (DPO's data order) needs
+  nothing more: its resume in epoch 2 is exact as it is.
+
+Together: a run SIGKILLed at any moment (inside saves too) and restarted with ``resume_from_checkpoint=True`` until it
+finishes ends bit-identical to the uninterrupted run with the same seed (tests/test_reliability_kill.py).
 
 Example:
     >>> trainer.train(resume_from_checkpoint=True)  # doctest: +SKIP
@@ -30,18 +50,82 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
+import socket
 import warnings
 from pathlib import Path
 from typing import Any
 
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, TrainOutput
 
-__all__ = ["ResumeMixin", "checkpoint_problem", "last_complete_checkpoint", "remove_stale_cache_temporaries"]
+__all__ = [
+    "ResumeMixin",
+    "checkpoint_problem",
+    "last_complete_checkpoint",
+    "remove_stale_cache_temporaries",
+    "publish_checkpoint",
+    "remove_stale_checkpoint_staging",
+    "staging_folder",
+]
 
 _TRAINER_STATE_NAME = "trainer_state.json"
 ROLLOUT_BUFFER_NAME = "rollout_buffer_{}.pt"
 """Per-process file of a checkpoint holding GRPO's micro-step counter and buffered rollout (steps_per_generation > 1)."""
 _CHECKPOINT_RE = re.compile(rf"^{PREFIX_CHECKPOINT_DIR}-(\d+)$")
+_STAGING_RE = re.compile(rf"^_{PREFIX_CHECKPOINT_DIR}-\d+\.(?:tmp|old)-(?P<host>.+)-(?P<pid>\d+)$")
+
+
+def _owner_tag() -> str:
+    """``<host>-<pid>`` of this process: whose staging folder it is (host sanitised for a file name)."""
+    return f"{re.sub(r'[^A-Za-z0-9_.]', '_', socket.gethostname())}-{os.getpid()}"
+
+
+def staging_folder(run_dir: str | os.PathLike, step: int, owner: str, kind: str = "tmp") -> str:
+    """``run_dir/_checkpoint-<step>.<kind>-<owner>``: where ``checkpoint-<step>`` is written before its rename.
+
+    The leading ``_`` keeps it out of everything that looks for checkpoints (``checkpoint-*`` globs, rotation,
+    ``get_last_checkpoint``) and out of the Trainer's Hub uploads of ``output_dir`` (they ignore ``_*``).
+    """
+    return os.path.join(run_dir, f"_{PREFIX_CHECKPOINT_DIR}-{step}.{kind}-{owner}")
+
+
+def _pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists on this host and is not a zombie."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True
+    return state not in ("Z", "X")
+
+
+def remove_stale_checkpoint_staging(output_dir: str | os.PathLike) -> list[str]:
+    """Remove the staging folders (``_checkpoint-N.tmp-<host>-<pid>``, ``….old-…``) of saves that never finished;
+    returns the removed paths.
+
+    A folder is stale when it was made on this host by a process that is gone (or by this very process, which has no
+    save in progress when a ``train`` starts). A live process's folder, or one made on another host, is left alone.
+    """
+    if not os.path.isdir(output_dir):
+        return []
+    host, _ = _owner_tag().rsplit("-", 1)
+    removed = []
+    for name in sorted(os.listdir(output_dir)):
+        match = _STAGING_RE.match(name)
+        path = os.path.join(output_dir, name)
+        if not match or match["host"] != host or not os.path.isdir(path):
+            continue
+        pid = int(match["pid"])
+        if pid != os.getpid() and _pid_alive(pid):
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+        removed.append(path)
+    return removed
 
 
 def checkpoint_problem(folder: str | os.PathLike) -> str | None:
@@ -86,6 +170,20 @@ def last_complete_checkpoint(output_dir: str | os.PathLike, who: str = "Trainer"
             stacklevel=3,
         )
     return None
+
+
+def publish_checkpoint(staging: str, final: str, owner: str) -> None:
+    """Rename the complete ``staging`` folder to ``final``; an existing ``final`` (an older save of that step) is
+    renamed aside first and removed after, so ``final`` is at every moment absent, the old or the new checkpoint."""
+    if not os.path.exists(final):
+        os.rename(staging, final)
+        return
+    run_dir, name = os.path.split(final)
+    aside = staging_folder(run_dir, int(name.rsplit("-", 1)[1]), owner, kind="old")
+    shutil.rmtree(aside, ignore_errors=True)
+    os.rename(final, aside)
+    os.rename(staging, final)
+    shutil.rmtree(aside, ignore_errors=True)
 
 
 def _open_by_a_process(path: str) -> bool:
@@ -147,6 +245,10 @@ class ResumeMixin:
     def train(self, resume_from_checkpoint: str | bool | None = None, trial: Any = None, ignore_keys_for_eval=None,
               **kwargs: Any):
         who = type(self).__name__
+        if self.args.should_save:
+            for path in remove_stale_checkpoint_staging(self.args.output_dir):
+                warnings.warn(f"{who}: removed {path}, the unfinished checkpoint save of a process that is gone.",
+                              stacklevel=2)
         if resume_from_checkpoint is True:
             last = last_complete_checkpoint(self.args.output_dir, who=who)
             if last is None:
@@ -173,6 +275,7 @@ class ResumeMixin:
 
     def _save_rng_state(self, output_dir: str) -> None:
         # written with the RNG states, before trainer_state.json marks the checkpoint complete
+        output_dir = self._staged(output_dir)
         super()._save_rng_state(output_dir)
         from .trl_compat import grpo_rollout_buffer_state
 
@@ -183,6 +286,84 @@ class ResumeMixin:
             path = os.path.join(output_dir, ROLLOUT_BUFFER_NAME.format(self.args.process_index))
             torch.save(state, path + ".tmp")
             os.replace(path + ".tmp", path)
+        if self._checkpoint_staging is not None:
+            self.accelerator.wait_for_everyone()  # every process's files are in; trainer_state.json comes next
+
+    # ---- atomic checkpoints: write into a staging sibling, rename when complete ---------------------------------
+
+    _checkpoint_staging: tuple[str, str] | None = None
+    _checkpoint_owner: str | None = None
+
+    def _save_checkpoint(self, model: Any, trial: Any) -> None:
+        """``Trainer._save_checkpoint`` with every file written into ``_checkpoint-N.tmp-<host>-<pid>`` (module doc).
+
+        ``save_model``, ``_save_optimizer_and_scheduler``, ``_save_scaler`` and ``_save_rng_state`` are pointed at the
+        staging folder; the write of ``trainer_state.json`` (the Trainer's last file, main process, after a barrier)
+        goes there too and renames the folder to ``checkpoint-N``. Only then do the Trainer's Hub push and
+        ``save_total_limit`` rotation run, on the complete folder.
+        """
+        from transformers.trainer_utils import SaveStrategy
+
+        step = self.state.global_step
+        run_dir = self._get_output_dir(trial=trial)
+        final = os.path.join(run_dir, f"{PREFIX_CHECKPOINT_DIR}-{step}")
+        staging = staging_folder(run_dir, step, self._staging_owner())
+        # Trainer sets best_model_checkpoint when checkpoint-N exists right after save_model; it does not yet
+        if (self.state.best_global_step == step and step
+                and self.args.save_strategy in (SaveStrategy.STEPS, SaveStrategy.EPOCH, SaveStrategy.BEST)):
+            self.state.best_model_checkpoint = final
+        self._checkpoint_staging = (final, staging)
+        state = self.state
+        state.save_to_json = self._save_state_and_publish  # instance attribute: only for this save
+        try:
+            super()._save_checkpoint(model, trial)
+        except Exception:
+            if self.args.should_save:  # a failed save (full disk, ...) leaves nothing; a kill leaves the stale folder
+                shutil.rmtree(staging, ignore_errors=True)
+            raise
+        finally:
+            self._checkpoint_staging = None
+            state.__dict__.pop("save_to_json", None)
+
+    def _staging_owner(self) -> str:
+        """The main process's ``<host>-<pid>``, the same on every process (broadcast once)."""
+        if self._checkpoint_owner is None:
+            owner = [_owner_tag()]
+            if self.accelerator.num_processes > 1:
+                from accelerate.utils import broadcast_object_list
+
+                broadcast_object_list(owner, from_process=0)
+            self._checkpoint_owner = owner[0]
+        return self._checkpoint_owner
+
+    def _staged(self, output_dir: str | None) -> str | None:
+        """The staging folder while ``_save_checkpoint`` writes ``output_dir`` = its ``checkpoint-N``; else as is."""
+        if self._checkpoint_staging is None or output_dir is None:
+            return output_dir
+        final, staging = self._checkpoint_staging
+        return staging if os.path.abspath(output_dir) == os.path.abspath(final) else output_dir
+
+    def _save_state_and_publish(self, json_path: str) -> None:
+        """Write ``trainer_state.json`` into the staging folder, then rename it to ``checkpoint-N`` (main process)."""
+        from transformers import TrainerState
+
+        final, staging = self._checkpoint_staging or (None, None)
+        if final is None or os.path.abspath(os.path.dirname(json_path)) != os.path.abspath(final):
+            TrainerState.save_to_json(self.state, json_path)
+            return
+        TrainerState.save_to_json(self.state, os.path.join(staging, os.path.basename(json_path)))
+        publish_checkpoint(staging, final, self._staging_owner())
+
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        super().save_model(self._staged(output_dir), _internal_call=_internal_call)
+        if self._checkpoint_staging is not None and self.args.save_only_model:
+            self.accelerator.wait_for_everyone()  # no optimizer/RNG files follow: every process's files are in
+
+    def _save_optimizer_and_scheduler(self, output_dir: str) -> None:
+        super()._save_optimizer_and_scheduler(self._staged(output_dir))
+
+    def _save_scaler(self, output_dir: str) -> None:
+        super()._save_scaler(self._staged(output_dir))
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model: Any = None) -> None:
         super()._load_from_checkpoint(resume_from_checkpoint, model=model)
