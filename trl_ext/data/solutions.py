@@ -1,9 +1,8 @@
 """Step-by-step solutions: splitting into steps, normalising reasoning-gym chains of thought, and corrupting one
 arithmetic step (with the error carried through the rest of the solution).
 
-Arithmetic *claims* such as ``35 × 3 = 105`` or ``15 balls * $5/ball = $75`` are read with a small tokenizer and
-a recursive-descent evaluator (numbers, ``+ - × x * / ÷``, parentheses, implicit ``2(11)``, ``%``, currency
-signs, thousands separators, unit words after a number). Nothing is ever passed to ``eval``.
+Arithmetic *claims* such as ``35 × 3 = 105`` or ``15 balls * $5/ball = $75`` are read with :mod:`trl_ext.text`'s
+tokenizer and exact evaluator (the one the process rewards use); ``split_steps`` is :func:`trl_ext.text.split_steps`.
 
 Example:
     >>> split_steps("a\\n\\nb\\n\\n")
@@ -21,240 +20,18 @@ import random
 import re
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Callable
+
+from ..text import Token, evaluate, expressions_before, split_steps, tokenize
 
 __all__ = ["CorruptedSolution", "corrupt_solution", "normalise_solution", "split_steps"]
 
-_TOKEN_RE = re.compile(
-    r"(?P<num>(?P<cur>[$€£])?(?P<digits>(?<![\w.,])(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?)(?P<pct>%)?)"
-    r"|(?P<op>[+\-\u2212*/×÷])"
-    r"|(?P<lp>\()|(?P<rp>\))|(?P<eq>=)"
-    r"|(?P<word>[A-Za-z]+(?:'[A-Za-z]+)?)"
-    r"|(?P<space>\s+)"
-    r"|(?P<other>.)"
-)
-_ENUM_RE = re.compile(r"^\s*\d+\.(?=\s)")  # "1. Initial amounts:" — a list number, not a quantity
-_DIV = {"/", "÷"}
-_MAX_UNIT_WORDS = 6
 _REL_TOL = Fraction(1, 10**6)
 _NOISY_FLOAT = re.compile(r"\d\.\d{7,}")  # 24.749999999999996: float noise from the generator
 
 
-def split_steps(text: str, separator: str = "\n\n") -> list[str]:
-    """Split a solution into steps on ``separator``; steps are stripped and empty ones dropped.
-
-    Example:
-        >>> split_steps("3 + 4 = 7\\n\\n7 × 2 = 14\\n\\n#### 14")
-        ['3 + 4 = 7', '7 × 2 = 14', '#### 14']
-        >>> split_steps("one step"), split_steps("")
-        (['one step'], [])
-    """
-    if not isinstance(text, str):
-        raise ValueError(f"text must be a str, got {type(text).__name__}")
-    if not isinstance(separator, str) or not separator:
-        raise ValueError(f"separator must be a non-empty str, got {separator!r}")
-    return [step.strip() for step in text.split(separator) if step.strip()]
-
-
-# --------------------------------------------------------------------------------------------------- tokens
-
-
-@dataclass
-class _Tok:
-    kind: str  # num | enum | op | lp | rp | eq | word | other
-    text: str
-    start: int  # span of the replaceable part (the digits for a number) in the line
-    end: int
-    value: Fraction | None = None  # number as written (25 for "25%", 290000 for "$290,000")
-    scale: Fraction = Fraction(1)  # 1/100 for a percentage
-    decimals: int = 0
-    commas: bool = False
-    unit: str | None = None  # "$", "%" or the first unit word after the number ("day" for "12 days/month")
-
-    @property
-    def eval_value(self) -> Fraction:
-        assert self.value is not None
-        return self.value * self.scale
-
-
-def _tokenize(line: str) -> list[_Tok]:
-    toks: list[_Tok] = []
-    enum = _ENUM_RE.match(line)
-    for m in _TOKEN_RE.finditer(line):
-        if m.group("num") is not None:
-            digits = m.group("digits")
-            if enum and m.start() < enum.end():
-                toks.append(_Tok("enum", m.group(0), m.start(), m.end()))
-                continue
-            plain = digits.replace(",", "")
-            toks.append(
-                _Tok(
-                    "num",
-                    m.group(0),
-                    m.start("digits"),
-                    m.end("digits"),
-                    value=Fraction(plain),
-                    scale=Fraction(1, 100) if m.group("pct") else Fraction(1),
-                    decimals=len(plain.split(".")[1]) if "." in plain else 0,
-                    commas="," in digits,
-                )
-            )
-        elif m.lastgroup != "space":
-            toks.append(_Tok(str(m.lastgroup), m.group(0), m.start(), m.end()))
-    for i, tok in enumerate(toks):
-        if tok.kind == "num":
-            tok.unit = _unit_of(toks, i)
-    return toks
-
-
-_UNIT_STOPWORDS = {"more", "less", "fewer", "extra", "additional", "new", "total", "of", "the", "a", "an", "in"}
-
-
-def _unit_of(toks: list[_Tok], i: int) -> str | None:
-    tok = toks[i]
-    if tok.text[0] in "$€£":
-        return tok.text[0]
-    if tok.text.endswith("%"):
-        return "%"
-    for nxt in toks[i + 1 : i + 3]:
-        if nxt.kind != "word" or nxt.text in ("x", "X"):
-            return None
-        word = nxt.text.lower()
-        if word not in _UNIT_STOPWORDS:
-            return word[:-1] if word.endswith("s") and len(word) > 3 else word
-    return None
-
-
-# --------------------------------------------------------------------------------------------------- parser
-# AST: ("num", token_index) | ("neg", node) | ("bin", op, left, right)
-
-
-class _ParseError(Exception):
-    pass
-
-
-class _Parser:
-    """Parses toks[start:stop] entirely as an arithmetic expression (unit words allowed after a number)."""
-
-    def __init__(self, toks: list[_Tok], start: int, stop: int):
-        self.toks, self.i, self.stop = toks, start, stop
-        self.n_ops = 0
-        self.operands: list[int] = []
-
-    def peek(self, k: int = 0) -> _Tok | None:
-        j = self.i + k
-        return self.toks[j] if j < self.stop else None
-
-    def is_mul(self, tok: _Tok | None) -> bool:
-        if tok is None:
-            return False
-        if tok.kind == "op" and tok.text in ("*", "×"):
-            return True
-        if tok.kind == "word" and tok.text in ("x", "X"):  # "36 girls x 2 boys/girl"
-            nxt = self.peek(1)
-            return nxt is not None and nxt.kind in ("num", "lp")
-        return False
-
-    def parse(self):
-        node = self.expr()
-        if self.i != self.stop:
-            raise _ParseError
-        return node
-
-    def expr(self):
-        node = self.term()
-        while (t := self.peek()) is not None and t.kind == "op" and t.text in ("+", "-", "\u2212"):
-            self.i += 1
-            self.n_ops += 1
-            node = ("bin", "-" if t.text != "+" else "+", node, self.term())
-        return node
-
-    def term(self):
-        node = self.unary()
-        while True:
-            t = self.peek()
-            if self.is_mul(t):
-                op = "*"
-            elif t is not None and t.kind == "op" and t.text in _DIV:
-                nxt = self.peek(1)
-                if nxt is None or nxt.kind not in ("num", "lp", "op"):
-                    raise _ParseError
-                op = "/"
-            else:
-                return node
-            self.i += 1
-            self.n_ops += 1
-            node = ("bin", op, node, self.unary())
-
-    def unary(self):
-        t = self.peek()
-        if t is not None and t.kind == "op" and t.text in ("-", "\u2212"):
-            self.i += 1
-            return ("neg", self.unary())
-        return self.primary()
-
-    def primary(self):
-        t = self.peek()
-        if t is None:
-            raise _ParseError
-        if t.kind == "num":
-            node = ("num", self.i)
-            self.operands.append(self.i)
-            self.i += 1
-            nxt = self.peek()
-            if nxt is not None and nxt.kind == "lp":  # implicit product: 2(11), 2(32+17)
-                self.i += 1
-                inner = self.expr()
-                self.closing()
-                self.n_ops += 1
-                node = ("bin", "*", node, inner)
-            self.unit()
-            return node
-        if t.kind == "lp":
-            self.i += 1
-            node = self.expr()
-            self.closing()
-            self.unit()
-            return node
-        raise _ParseError
-
-    def closing(self):
-        t = self.peek()
-        if t is None or t.kind != "rp":
-            raise _ParseError
-        self.i += 1
-
-    def unit(self):
-        """Skip unit words after a quantity: 'mushroom/minute', 'skeins per pair of mittens', '%'-free words."""
-        words = 0
-        while (t := self.peek()) is not None:
-            if t.kind == "word" and not self.is_mul(t):
-                words += 1
-                self.i += 1
-            elif t.kind == "op" and t.text in _DIV and (n := self.peek(1)) is not None and n.kind == "word":
-                self.i += 1  # "/minute": part of the unit, not a division
-            else:
-                break
-            if words > _MAX_UNIT_WORDS:
-                raise _ParseError
-
-
-def _evaluate(node, value_of: Callable[[int], Fraction]) -> Fraction:
-    if node[0] == "num":
-        return value_of(node[1])
-    if node[0] == "neg":
-        return -_evaluate(node[1], value_of)
-    _, op, left, right = node
-    a, b = _evaluate(left, value_of), _evaluate(right, value_of)
-    if op == "+":
-        return a + b
-    if op == "-":
-        return a - b
-    if op == "*":
-        return a * b
-    if b == 0:
-        raise ZeroDivisionError
-    return a / b
+# ------------------------------------------------------------------------------------------------- claims
+# Tokens, expressions and their exact values come from trl_ext.text (shared with the process rewards); a claim here
+# is "<expression with an operation> = <one number>", the result that corruption may change.
 
 
 @dataclass
@@ -274,7 +51,7 @@ class _Line:
     step: int
     index: int
     text: str
-    toks: list[_Tok]
+    toks: list[Token]
     claims: list[_Claim]
     has_unresolved_eq: bool  # an "=" that is not a checkable claim ("T = 219 - 136", "David = 322 points")
 
@@ -284,7 +61,7 @@ def _close(a: Fraction, b: Fraction) -> bool:
 
 
 def _parse_line(step: int, index: int, text: str) -> _Line:
-    toks = _tokenize(text)
+    toks = tokenize(text)
     claims: list[_Claim] = []
     unresolved = False
     for e, tok in enumerate(toks):
@@ -298,40 +75,26 @@ def _parse_line(step: int, index: int, text: str) -> _Line:
     return _Line(step, index, text, toks, claims, unresolved)
 
 
-def _claim_at(toks: list[_Tok], e: int, step: int, line: int) -> _Claim | None:
+def _claim_at(toks: list[Token], e: int, step: int, line: int) -> _Claim | None:
     if e + 1 >= len(toks) or toks[e + 1].kind != "num":
         return None
-    left = e
-    while left > 0 and toks[left - 1].kind in ("num", "op", "lp", "rp", "word"):
-        left -= 1
-    for s in range(left, e):
-        # a leading "-" starts an expression only as a sign glued to its operand ("-3", not the bullet "- 3")
-        sign = toks[s].kind == "op" and toks[s].text in ("-", "\u2212") and toks[s + 1].start == toks[s].end
-        if toks[s].kind not in ("num", "lp") and not sign:
-            continue
-        parser = _Parser(toks, s, e)
-        try:
-            ast = parser.parse()
-        except _ParseError:
-            continue
-        if parser.n_ops == 0:
-            return None  # "48=48", "98 ladybugs = 49": no arithmetic to check
-        rhs = toks[e + 1]
-        after = toks[e + 2] if e + 2 < len(toks) else None
-        after2 = toks[e + 3] if e + 3 < len(toks) else None
-        # "= 2/3 kilometers", "= 136 + T", "= 2(5)": the result is itself an expression (not "= $5320/month")
-        compound = after is not None and (
-            after.kind == "lp"
-            or (after.kind == "op" and not (after.text in _DIV and after2 is not None and after2.kind == "word"))
-            or (after.kind == "word" and after.text in ("x", "X") and after2 is not None and after2.kind == "num")
-        )
-        try:
-            value = _evaluate(ast, lambda i: toks[i].eval_value)
-            verified = not compound and _close(value, rhs.eval_value)
-        except ZeroDivisionError:
-            verified = False
-        return _Claim(step, line, e, s, e + 1, ast, parser.operands, verified)
-    return None
+    lhs = next(expressions_before(toks, e), None)
+    if lhs is None or lhs.n_ops == 0:
+        return None  # "48=48", "98 ladybugs = 49": no arithmetic to check
+    after = toks[e + 2] if e + 2 < len(toks) else None
+    after2 = toks[e + 3] if e + 3 < len(toks) else None
+    # "= 2/3 kilometers", "= 136 + T", "= 2(5)": the result is itself an expression (not "= $5320/month")
+    compound = after is not None and (
+        after.kind == "lp"
+        or (after.kind == "op" and not (after.text in ("/", "÷") and after2 is not None and after2.kind == "word"))
+        or (after.kind == "word" and after.text in ("x", "X") and after2 is not None and after2.kind == "num")
+    )
+    try:
+        value = evaluate(lhs.ast, lambda i: toks[i].eval_value)
+        verified = not compound and _close(value, toks[e + 1].eval_value)
+    except (ZeroDivisionError, ValueError):
+        verified = False
+    return _Claim(step, line, e, lhs.start, e + 1, lhs.ast, lhs.operands, verified)
 
 
 # ------------------------------------------------------------------------------------------ normalisation
@@ -466,7 +229,7 @@ def _try_corruption(
     changed: dict[Fraction, Fraction] = {old: new_value}
     units: dict[Fraction, str | None] = {old: rhs_tok.unit}
 
-    def same_quantity(tok: _Tok) -> bool:
+    def same_quantity(tok: Token) -> bool:
         """A later number equal to a changed value is taken for it unless their units disagree
         ('12 days/month' is not '12 months')."""
         assert tok.value is not None
@@ -501,8 +264,8 @@ def _try_corruption(
                 return (_subst[i] if i in _subst else _toks[i].value) * _toks[i].scale
 
             try:
-                computed = _evaluate(c.ast, value_of) / result_tok.scale
-            except ZeroDivisionError:
+                computed = evaluate(c.ast, value_of) / result_tok.scale
+            except (ZeroDivisionError, ValueError):
                 return None
             shown = _format_number(computed, result_tok.decimals, result_tok.commas)
             if shown is None:
@@ -576,7 +339,7 @@ def corrupt_solution(
     for s, step in enumerate(body):
         for li, text in enumerate(step.split("\n")):
             lines.append(_parse_line(s, li, text))
-    question_values = {t.value for t in _tokenize(question) if t.kind == "num" and t.value is not None}
+    question_values = {t.value for t in tokenize(question) if t.kind == "num" and t.value is not None}
     candidates = [c for ln in lines for c in ln.claims if c.verified]
     rng = random.Random(f"corrupt|{seed}")
     rng.shuffle(candidates)

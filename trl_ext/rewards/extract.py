@@ -34,6 +34,8 @@ import re
 from functools import lru_cache
 from typing import Any
 
+from ..text import completion_text  # re-exported: its home is trl_ext.text
+
 __all__ = [
     "completion_text",
     "extract_answer",
@@ -102,45 +104,6 @@ _WORD = "|".join(sorted([*_UNITS, *_TENS, *_SCALES], key=len, reverse=True))
 _NUMBER_WORDS = re.compile(
     rf"\b(?:(?:negative|minus)\s+)?(?:{_WORD})(?:(?:[\s-]+|\s+and\s+)(?:{_WORD}))*\b", re.IGNORECASE
 )
-
-
-# ---------------------------------------------------------------------------------------------------- completions
-
-
-def completion_text(completion: Any) -> str:
-    """Text of one TRL completion: a ``str`` (standard format) or a list of messages (conversational format).
-
-    For a message list, the content of the last ``assistant`` message is used (the last message of any role
-    if none is marked ``assistant``); content given as a list of ``{"type": "text", "text": ...}`` parts is
-    joined. Anything else (``None``, numbers, malformed dicts) gives ``""``.
-
-    Example:
-        >>> completion_text("#### 4")
-        '#### 4'
-        >>> completion_text([{"role": "assistant", "content": [{"type": "text", "text": "hi"}]}])
-        'hi'
-        >>> completion_text({"role": "assistant"})
-        ''
-    """
-    if isinstance(completion, str):
-        return completion
-    if isinstance(completion, dict):
-        return _content_text(completion.get("content"))
-    if isinstance(completion, (list, tuple)):
-        messages = [m for m in completion if isinstance(m, dict)]
-        assistant = [m for m in messages if m.get("role") == "assistant"]
-        chosen = assistant or messages
-        return _content_text(chosen[-1].get("content")) if chosen else ""
-    return ""
-
-
-def _content_text(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, (list, tuple)):
-        parts = [p.get("text") for p in content if isinstance(p, dict)]
-        return "".join(p for p in parts if isinstance(p, str))
-    return ""
 
 
 # ---------------------------------------------------------------------------------------------------- extraction

@@ -31,15 +31,16 @@ Example:
 
 from __future__ import annotations
 
-import ast
 import math
-import operator
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
+
+from ..text import Claim, Expression, arithmetic_claims, completion_text, prompt_text, split_step_spans
+
+_prompt_text = prompt_text  # the former private name (imported by trl_ext.trainers.prm)
 
 ProcessRewardFunc = Callable[..., list]
 """``fn(prompts=, completions=, completion_ids=, steps=, **columns) -> list[list[float | None] | None]``."""
@@ -61,32 +62,7 @@ __all__ = [
 # ----------------------------------------------------------------------------------------------------------------------
 
 
-def split_step_spans(text: str, separator: str = "\n\n") -> list[tuple[int, int]]:
-    """Character spans ``[start, end)`` of the steps of ``text``, cut at every occurrence of ``separator``.
-
-    Surrounding whitespace is trimmed from each step and whitespace-only pieces are dropped, so leading or repeated
-    separators never make empty steps. Text after the last separator is the last step; text without a separator is
-    one step; an empty (or whitespace-only) text has no steps.
-
-    Example:
-        >>> split_step_spans("a\\n\\n\\n\\nb  \\n\\n", "\\n\\n")
-        [(0, 1), (5, 6)]
-    """
-    if not isinstance(separator, str) or separator == "":
-        raise ValueError("split_step_spans: the step separator must be a non-empty string (e.g. '\\n\\n').")
-    spans = []
-    start = 0
-    while True:
-        cut = text.find(separator, start)
-        piece_end = len(text) if cut < 0 else cut
-        piece = text[start:piece_end]
-        stripped = piece.strip()
-        if stripped:
-            left = start + (len(piece) - len(piece.lstrip()))
-            spans.append((left, left + len(stripped)))
-        if cut < 0:
-            return spans
-        start = cut + len(separator)
+# split_step_spans is trl_ext.text's (re-exported here)
 
 
 @dataclass
@@ -233,25 +209,6 @@ def check_process_rewards(
     return rewards
 
 
-def _completion_text(completion: Any) -> str:
-    if isinstance(completion, str):
-        return completion
-    if isinstance(completion, list) and completion and isinstance(completion[-1], dict):
-        return str(completion[-1].get("content", ""))
-    return str(completion)
-
-
-def _prompt_text(prompt: Any) -> str:
-    if isinstance(prompt, str):
-        return prompt
-    if isinstance(prompt, list):
-        users = [m.get("content", "") for m in prompt if isinstance(m, dict) and m.get("role") == "user"]
-        if users:
-            return str(users[-1])
-        return "\n".join(str(m.get("content", "")) for m in prompt if isinstance(m, dict))
-    return str(prompt)
-
-
 def _resolve_steps(steps, completions, separator: str, fn: str) -> list[list[str]]:
     if steps is not None:
         return [list(s) for s in steps]
@@ -259,44 +216,14 @@ def _resolve_steps(steps, completions, separator: str, fn: str) -> list[list[str
         raise ValueError(f"{fn}: pass `steps` (list of step strings per completion) or `completions`.")
     out = []
     for c in completions:
-        text = _completion_text(c)
+        text = completion_text(c)
         out.append([text[a:b] for a, b in split_step_spans(text, separator)])
     return out
 
 
 # ----------------------------------------------------------------------------------------------------------------------
-# Heuristic arithmetic verifier
+# Heuristic arithmetic verifier (claims parsed and evaluated exactly by trl_ext.text)
 # ----------------------------------------------------------------------------------------------------------------------
-
-_NUMBER = r"\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?|\.\d+"
-_TOKEN_RE = re.compile(
-    rf"(?P<num>[$£€]?\s?(?:{_NUMBER})\s?%?)|(?P<op>\*\*|[-+*/^()])|(?P<word>[A-Za-z_][A-Za-z_']*)"
-    r"|(?P<ws>\s+)|(?P<other>.)"
-)
-_UNIT_FRACTION_RE = re.compile(r"/\s*[A-Za-z][A-Za-z_]*")  # "£195/day", "6 days/week": units, not division
-_TIMES_X_RE = re.compile(r"(?<=[\d)%])\s*[xX]\s*(?=[$£€(]?\s*[\d.(])")
-_OPERATOR_CHARS = str.maketrans({"×": "*", "·": "*", "⋅": "*", "÷": "/", "−": "-"})
-_EQUALS_RE = re.compile(r"(?<![<>!=])=(?!=)")
-_BULLET_RE = re.compile(r"(?m)^\s*[-*•]\s+")  # "- 73 plants × €3 = €219": a list bullet, not a minus sign
-_NEXT_IS_NUMBER_RE = re.compile(r"\s*[$£€(]?\s*[\d.(]")
-_BINOPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv,
-           ast.Pow: operator.pow}
-
-
-def _eval_node(node: ast.AST) -> float:
-    if isinstance(node, ast.Expression):
-        return _eval_node(node.body)
-    if isinstance(node, ast.Constant) and isinstance(node.value, (int, float)):
-        return float(node.value)
-    if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
-        value = _eval_node(node.operand)
-        return -value if isinstance(node.op, ast.USub) else value
-    if isinstance(node, ast.BinOp) and type(node.op) in _BINOPS:
-        left, right = _eval_node(node.left), _eval_node(node.right)
-        if isinstance(node.op, ast.Pow) and abs(right) > 64:
-            raise ValueError("exponent too large")
-        return _BINOPS[type(node.op)](left, right)
-    raise ValueError("not arithmetic")
 
 
 class ArithmeticStepVerifier:
@@ -334,96 +261,23 @@ class ArithmeticStepVerifier:
         self.step_separator = step_separator
         self.rel_tol = rel_tol
 
-    # -- parsing ------------------------------------------------------------------------------------------------------
-    @staticmethod
-    def _items(segment: str) -> list[tuple[str, str, int]]:
-        """``(kind, python_text, decimals)`` items: ``num``, ``op``, or ``break`` (anything that ends an expression)."""
-        segment = segment.translate(_OPERATOR_CHARS)
-        segment = _BULLET_RE.sub("", segment)
-        segment = _UNIT_FRACTION_RE.sub(" ", segment)
-        segment = _TIMES_X_RE.sub(" * ", segment)
-        items: list[tuple[str, str, int]] = []
-        for m in _TOKEN_RE.finditer(segment):
-            kind = m.lastgroup
-            if kind == "ws":
-                continue
-            if kind == "num":
-                raw = m.group().strip().lstrip("$£€").strip()
-                percent = raw.endswith("%")
-                digits = raw.rstrip("%").strip().replace(",", "")
-                decimals = len(digits.split(".")[1]) if "." in digits else 0
-                text = f"({digits}/100)" if percent else digits
-                if digits.startswith("."):
-                    text = "0" + text
-                items.append(("num", text, decimals + (2 if percent else 0)))
-            elif kind == "op":
-                if m.group() == "(" and items and (items[-1][0] == "num" or items[-1][1] == ")"):
-                    items.append(("op", "*", 0))  # implicit multiplication: "2(66+36)", "(1+2)(3)"
-                items.append(("op", "**" if m.group() in ("^", "**") else m.group(), 0))
-            elif kind == "word":
-                after_number = bool(items) and (items[-1][0] == "num" or items[-1][1] == ")")
-                # "27 tulips x £5": a standalone x between a quantity and a number multiplies
-                if after_number and m.group() in ("x", "X") and _NEXT_IS_NUMBER_RE.match(segment, m.end()):
-                    items.append(("op", "*", 0))
-                    continue
-                # a word after a number (or a closing parenthesis) is a unit: skip it; elsewhere it ends an expression
-                if after_number:
-                    continue
-                items.append(("break", "", 0))
-            else:
-                items.append(("break", "", 0))
-        return items
-
-    @staticmethod
-    def _evaluate(items: list[tuple[str, str, int]]) -> tuple[float, bool, int | None] | None:
-        """``(value, has_operator, decimals_if_plain_number)`` or None when ``items`` is not an expression."""
-        if not items or any(kind == "break" for kind, _, _ in items):
-            return None
-        source = " ".join(text for _, text, _ in items)
-        try:
-            value = _eval_node(ast.parse(source, mode="eval"))
-        except (SyntaxError, ValueError, ZeroDivisionError, OverflowError, TypeError):
-            return None
-        if not math.isfinite(value):
-            return None
-        has_op = any(kind == "op" and text not in "()" for kind, text, _ in items) and not (
-            len([k for k, _, _ in items if k == "num"]) == 1  # "-5" or "(5)" is a number, not an operation
-        )
-        plain = [d for kind, _, d in items if kind == "num"]
-        decimals = plain[0] if not has_op and len(plain) == 1 else None
-        return value, has_op, decimals
-
-    def _longest(self, items, suffix: bool):
-        # the expression next to "=": the longest suffix (left side) / prefix (right side) that parses
-        cut = [i for i, (kind, _, _) in enumerate(items) if kind == "break"]
-        if suffix:
-            start = cut[-1] + 1 if cut else 0
-            window = items[start:]
-            candidates = (window[i:] for i in range(len(window)))
-        else:
-            end = cut[0] if cut else len(items)
-            window = items[:end]
-            candidates = (window[:i] for i in range(len(window), 0, -1))
-        for candidate in candidates:
-            result = self._evaluate(candidate)
-            if result is not None:
-                return result
-        return None
-
     def claims(self, text: str) -> list[tuple[float, float, bool]]:
-        """Every claim of ``text`` as ``(left value, right value, is_true)``."""
-        segments = _EQUALS_RE.split(text)
-        items = [self._items(s) for s in segments]
+        """Every claim of ``text`` as ``(left value, right value, is_true)`` (:func:`trl_ext.text.arithmetic_claims`
+        with an operation on either side)."""
         out = []
-        for left_items, right_items in zip(items[:-1], items[1:]):
-            left, right = self._longest(left_items, suffix=True), self._longest(right_items, suffix=False)
-            if left is None or right is None or not (left[1] or right[1]):
+        for claim in arithmetic_claims(text):
+            if not claim.has_operation:
                 continue
-            decimals = [d for d in (right[2], left[2]) if d is not None]
-            tol = max(self.rel_tol * max(abs(left[0]), abs(right[0])), 1e-9)
+            try:
+                left, right = float(claim.left_value), float(claim.right_value)
+            except OverflowError:
+                continue
+            sides = (_plain_decimals(claim, claim.right), _plain_decimals(claim, claim.left))
+            decimals = [d for d in sides if d is not None]
+            tol = max(self.rel_tol * max(abs(left), abs(right)), 1e-9)
             if decimals and decimals[0] > 0:
                 tol = max(tol, 0.5 * 10 ** (-decimals[0]) + 1e-9)
-            out.append((left[0], right[0], abs(left[0] - right[0]) <= tol))
+            out.append((left, right, abs(left - right) <= tol))
         return out
 
     def score_step(self, step: str) -> float | None:
@@ -436,6 +290,14 @@ class ArithmeticStepVerifier:
     def __call__(self, prompts=None, completions=None, steps=None, **kwargs) -> list[list[float | None]]:
         steps = _resolve_steps(steps, completions, self.step_separator, "ArithmeticStepVerifier")
         return [[self.score_step(step) for step in completion] for completion in steps]
+
+
+def _plain_decimals(claim: Claim, side: Expression) -> int | None:
+    """Decimals of a side written as one number (``3.33`` → 2, ``12.5%`` → 3); None for a computation."""
+    if side.n_ops or len(side.operands) != 1:
+        return None
+    tok = claim.tokens[side.operands[0]]
+    return tok.decimals + (2 if tok.scale != 1 else 0)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
