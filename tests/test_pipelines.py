@@ -88,6 +88,28 @@ def test_sft_then_rft_starts_rft_from_the_sft_weights(tiny_model_path, tokenizer
 
 
 @pytest.mark.slow
+def test_sft_lora_then_rft_continues_the_sft_adapter(tiny_model_path, tokenizer, tmp_path, monkeypatch):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    pipeline = load_pipeline("sft_then_rft")
+    seen: dict = {}
+    monkeypatch.setattr(pipeline, "RFTTrainer", recording(pipeline.RFTTrainer, seen, tokenizer))
+    pipeline.main(tiny_args(tiny_model_path, tmp_path, "--sft_steps", "2", "--rft_steps", "1", "--sft_lora"))
+
+    sft_dir = tmp_path / "out" / "sft"
+    names = {p.name for p in sft_dir.iterdir()}
+    assert "adapter_config.json" in names and "model.safetensors" not in names  # stage 1 wrote an adapter folder
+    assert seen["model_arg"] == str(sft_dir)
+    sft_model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_path), str(sft_dir))
+    sft_logits = probe_logits(sft_model, tokenizer)
+    torch.testing.assert_close(seen["start_logits"], sft_logits, rtol=0, atol=1e-6)  # RFT continued that adapter
+    assert (sft_logits - causal_lm_logits(tiny_model_path, tokenizer)).abs().max() > 0  # the SFT adapter is not B = 0
+    rft_model = seen["trainer"].accelerator.unwrap_model(seen["trainer"].model)
+    assert list(rft_model.peft_config) == ["default"]  # one adapter: the SFT one, trained on
+
+
+@pytest.mark.slow
 def test_reward_model_then_rft_uses_the_trained_rm_as_reward_and_critic_init(tiny_model_path, tokenizer, tmp_path,
                                                                              monkeypatch):
     from safetensors.torch import load_file

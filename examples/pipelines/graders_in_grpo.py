@@ -33,8 +33,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="trl_ext graders in stock TRL GRPOTrainer")
     parser.add_argument("--model_name_or_path", default=None, help="default: the embedded SmolLM2-135M-Instruct")
     parser.add_argument("--output_dir", default="outputs/pipelines/graders_in_grpo")
-    parser.add_argument("--max_steps", type=int, default=10)
-    parser.add_argument("--eval_size", type=int, default=32, help="held-out chain_sum questions (0: no evaluation)")
+    parser.add_argument("--max_steps", type=int, default=3)
+    parser.add_argument("--eval_size", type=int, default=12, help="held-out chain_sum questions (0: no evaluation)")
     return parser.parse_args(argv)
 
 

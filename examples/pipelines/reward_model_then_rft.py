@@ -35,9 +35,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="RewardTrainer (stock TRL) -> RFTTrainer (trl_ext)")
     parser.add_argument("--model_name_or_path", default=None, help="default: the embedded SmolLM2-135M-Instruct")
     parser.add_argument("--output_dir", default="outputs/pipelines/reward_model_then_rft")
-    parser.add_argument("--rm_steps", type=int, default=30)
-    parser.add_argument("--rft_steps", type=int, default=6)
-    parser.add_argument("--eval_size", type=int, default=32, help="held-out preference pairs (0: no evaluation)")
+    parser.add_argument("--rm_steps", type=int, default=6)
+    parser.add_argument("--rft_steps", type=int, default=2)
+    parser.add_argument("--eval_size", type=int, default=8, help="held-out preference pairs (0: no evaluation)")
     return parser.parse_args(argv)
 
 
@@ -50,9 +50,9 @@ def main(argv: list[str] | None = None) -> dict:
     # 1. stock TRL reward model on preference pairs -> a full-model folder
     rm = RewardTrainer(
         model=base,
-        args=RewardConfig(rm_dir, max_steps=args.rm_steps, per_device_train_batch_size=4, learning_rate=2e-5,
+        args=RewardConfig(rm_dir, max_steps=args.rm_steps, per_device_train_batch_size=2, learning_rate=2e-5,
                           max_length=512, **CPU),
-        train_dataset=preference_dataset(4 * args.rm_steps, conversational=True),
+        train_dataset=preference_dataset(2 * args.rm_steps, conversational=True),
         eval_dataset=preference_dataset(args.eval_size, split="eval", conversational=True) if args.eval_size else None,
         processing_class=AutoTokenizer.from_pretrained(base),
     )

@@ -7,6 +7,7 @@ that folder, with LoRA, on chain_sum sums graded by ``NumericMatch`` + ``FormatG
 accuracy and format rate are printed for the base model, after SFT and after RFT::
 
     python examples/pipelines/sft_then_rft.py                          # embedded SmolLM2-135M-Instruct, CPU
+    python examples/pipelines/sft_then_rft.py --sft_lora               # SFT adapter folder; RFT continues it
     python examples/pipelines/sft_then_rft.py --model_name_or_path HuggingFaceTB/SmolLM2-360M-Instruct --rft_steps 50
 """
 
@@ -36,10 +37,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="SFTTrainer (stock TRL) -> RFTTrainer (trl_ext)")
     parser.add_argument("--model_name_or_path", default=None, help="default: the embedded SmolLM2-135M-Instruct")
     parser.add_argument("--output_dir", default="outputs/pipelines/sft_then_rft")
-    parser.add_argument("--sft_steps", type=int, default=20)
-    parser.add_argument("--rft_steps", type=int, default=8)
-    parser.add_argument("--eval_size", type=int, default=32, help="held-out chain_sum questions (0: no evaluation)")
+    parser.add_argument("--sft_steps", type=int, default=8)
+    parser.add_argument("--rft_steps", type=int, default=4)
+    parser.add_argument("--eval_size", type=int, default=12, help="held-out chain_sum questions (0: no evaluation)")
+    parser.add_argument("--sft_lora", action="store_true",
+                        help="SFT trains a LoRA adapter; RFT continues that adapter folder (trl_ext adapter chaining)")
     return parser.parse_args(argv)
+
+
+def lora() -> LoraConfig:
+    return LoraConfig(r=16, lora_alpha=32, target_modules="all-linear", task_type="CAUSAL_LM")
 
 
 def held_out(model_or_path, tokenizer, dataset) -> dict[str, float]:
@@ -63,21 +70,23 @@ def main(argv: list[str] | None = None) -> dict:
     results = {"base": held_out(base, tokenizer, heldout)}
     print("base model:", results["base"])
 
-    # 1. stock TRL SFT on demonstrations -> a full-model folder
+    # 1. stock TRL SFT on demonstrations -> a full-model folder (an adapter folder with --sft_lora)
     sft = SFTTrainer(
         model=base,
-        args=SFTConfig(sft_dir, max_steps=args.sft_steps, per_device_train_batch_size=4, learning_rate=2e-5,
-                       max_length=384, **CPU),
+        args=SFTConfig(sft_dir, max_steps=args.sft_steps, per_device_train_batch_size=4,
+                       learning_rate=2e-4 if args.sft_lora else 5e-5, max_length=320, **CPU),
         train_dataset=demonstration_dataset(4 * args.sft_steps, conversational=True),
         processing_class=tokenizer,
+        peft_config=lora() if args.sft_lora else None,
     )
     sft.train()
-    sft.save_model(sft_dir)  # weights, config, tokenizer
+    sft.save_model(sft_dir)  # weights (or the adapter), config, tokenizer
     results["after_sft"] = held_out(sft.model, tokenizer, heldout)
     print("after SFT:", results["after_sft"])
     del sft
 
-    # 2. RFT from the SFT folder: LoRA on the SFT weights (the reference policy = the SFT model, adapters off)
+    # 2. RFT from the SFT folder: LoRA on the SFT weights (the reference policy = the SFT model, adapters off); an
+    #    adapter folder is continued (the reference policy = the base model, adapters off)
     rft = RFTTrainer(
         model=sft_dir,
         reward_funcs=[NumericMatch(), FormatGrader()],
@@ -86,7 +95,7 @@ def main(argv: list[str] | None = None) -> dict:
                        reward_weights=[1.0, 0.5], missing_eos_penalty=0.5, **CPU),
         train_dataset=rl_dataset("chain_sum", 8 * args.rft_steps, conversational=True, **TASK_CONFIG),
         processing_class=AutoTokenizer.from_pretrained(sft_dir, padding_side="left"),
-        peft_config=LoraConfig(r=16, lora_alpha=32, target_modules="all-linear", task_type="CAUSAL_LM"),
+        peft_config=None if args.sft_lora else lora(),
     )
     rft.train()
     rft.save_model(rft_dir)  # adapter + value_head.safetensors + card

@@ -33,9 +33,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="UnifiedLikelihoodTrainer -> ProcessGRPOTrainer (trl_ext)")
     parser.add_argument("--model_name_or_path", default=None, help="default: the embedded SmolLM2-135M-Instruct")
     parser.add_argument("--output_dir", default="outputs/pipelines/unified_then_process_grpo")
-    parser.add_argument("--unified_steps", type=int, default=16)
-    parser.add_argument("--grpo_steps", type=int, default=6)
-    parser.add_argument("--eval_size", type=int, default=32, help="held-out preference pairs (0: no evaluation)")
+    parser.add_argument("--unified_steps", type=int, default=4)
+    parser.add_argument("--grpo_steps", type=int, default=2)
+    parser.add_argument("--eval_size", type=int, default=8, help="held-out preference pairs (0: no evaluation)")
     return parser.parse_args(argv)
 
 
