@@ -41,7 +41,6 @@ min–max dotted).
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import os
 import subprocess
@@ -97,7 +96,8 @@ METRIC_TITLES = {"accuracy": "held-out accuracy (greedy)",
                  "reward_margin_accuracy": "held-out pairs: implicit reward margin > 0"}
 PRESETS = {
     "smoke": dict(model="tiny", seeds=[0, 1], budget_s=3.0, evals=3, eval_size=6, eval_max_new_tokens=8,
-                  max_completion_length=8, train_rows=64, likelihood_rows=16, max_length=256, jobs=0, threads=1, batch_size=4),
+                  max_completion_length=8, train_rows=64, likelihood_rows=16, max_length=256, jobs=0, threads=1,
+                  batch_size=4),
     "gpu": dict(seeds=[0, 1, 2], budget_s=90.0, evals=5, eval_size=256, jobs=9, eval_batch_size=128),
 }
 # settings that change what a run measures: a finished run with other values is not reused

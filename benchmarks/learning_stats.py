@@ -187,12 +187,17 @@ def plot_cell(summary: dict, labels: dict[str, str], metric_titles: dict[str, st
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    metrics = [m for m, d in summary["metrics"].items() if d]
+    metrics = [m for m, d in summary["metrics"].items()
+               if any(mark["mean"] is not None for per in d.values() for mark in per["marks"])]
+    if not metrics:
+        return
+    longest = max(t for d in summary["metrics"].values() for per in d.values() for t in per["train_seconds"])
+    unit, scale = ("seconds", 1) if longest < 180 else ("minutes", 60)
     fig, axes = plt.subplots(1, len(metrics), figsize=(5.2 * len(metrics), 4.2), squeeze=False)
     for ax, metric in zip(axes[0], metrics):
         for k, (method, d) in enumerate(summary["metrics"][metric].items()):
             color = f"C{k}"
-            points = [(t / 60, m) for t, m in zip(d["train_seconds"], d["marks"]) if m["mean"] is not None]
+            points = [(t / scale, m) for t, m in zip(d["train_seconds"], d["marks"]) if m["mean"] is not None]
             xs, marks = [x for x, _ in points], [m for _, m in points]
             n = d["marks"][-1]["n"]
             ax.plot(xs, [m["mean"] for m in marks], "o-", color=color, label=f"{labels.get(method, method)} (n={n})")
@@ -205,8 +210,11 @@ def plot_cell(summary: dict, labels: dict[str, str], metric_titles: dict[str, st
                                  for _, m in banded], color=color, alpha=0.18, linewidth=0)
                 ax.plot(bx, [m["min"] for _, m in banded], ":", color=color, linewidth=1)
                 ax.plot(bx, [m["max"] for _, m in banded], ":", color=color, linewidth=1)
-        ax.set_xlabel("training wall time, minutes (evaluation excluded)")
+        ax.set_xlabel(f"training wall time, {unit} (evaluation excluded)")
         ax.set_ylabel(metric_titles.get(metric, metric))
+        if metric != "steps_per_completion":  # fractions: never draw outside [0, 1]
+            lo, hi = ax.get_ylim()
+            ax.set_ylim(max(lo, -0.02), min(hi, 1.02))
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.suptitle(f"{summary['title']}\nline: mean over seeds; band: 95% t interval; dotted: min–max", fontsize=10)
