@@ -40,8 +40,6 @@ import torch
 
 from ..text import Claim, Expression, arithmetic_claims, completion_text, prompt_text, split_step_spans
 
-_prompt_text = prompt_text  # the former private name (imported by trl_ext.trainers.prm)
-
 ProcessRewardFunc = Callable[..., list]
 """``fn(prompts=, completions=, completion_ids=, steps=, **columns) -> list[list[float | None] | None]``."""
 
@@ -419,7 +417,7 @@ class ProcessRewardModel:
 
     def _encode(self, prompt: Any, steps: Sequence[str]) -> tuple[list[int], list[int | None]]:
         tok = self.tokenizer
-        prompt_ids = tok(_prompt_text(prompt), add_special_tokens=False)["input_ids"]
+        prompt_ids = tok(prompt_text(prompt), add_special_tokens=False)["input_ids"]
         if tok.bos_token_id is not None:
             prompt_ids = [tok.bos_token_id] + prompt_ids
         sep_ids = tok(self.step_separator, add_special_tokens=False)["input_ids"]

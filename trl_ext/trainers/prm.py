@@ -55,7 +55,7 @@ from transformers import (
 from ..core.prm_metrics import prm_metrics, scores_to_predictions, token_level_to_steps
 from ..hub import HubPushMixin
 from ..model_card import ModelCardMixin
-from ..rewards.process import _prompt_text
+from ..text import prompt_text
 from .rft_checks import check_not_empty
 
 __all__ = ["CORRECT_LABEL", "ID2LABEL", "LABEL2ID", "PRMConfig", "PRMTrainer", "check_step_row", "tokenize_step_row"]
@@ -228,7 +228,7 @@ def tokenize_step_row(
 ) -> dict[str, list[int]]:
     """``{"input_ids", "labels"}`` of one row in the layout of the module docstring (labels: 1 correct, 0 incorrect,
     -100 ignored), with the truncation rules of :class:`PRMConfig`."""
-    prompt_ids = list(tokenizer(_prompt_text(prompt), add_special_tokens=False)["input_ids"])
+    prompt_ids = list(tokenizer(prompt_text(prompt), add_special_tokens=False)["input_ids"])
     if tokenizer.bos_token_id is not None:
         prompt_ids = [tokenizer.bos_token_id] + prompt_ids
     if max_prompt_length is not None and len(prompt_ids) > max_prompt_length:
