@@ -1,5 +1,5 @@
-"""Text of completions, their steps, and the arithmetic claims in them: the one home shared by ``trl_ext.data`` (solutions
-and their corruption) and ``trl_ext.rewards`` (graders and process rewards).
+"""Text of completions, their steps, and the arithmetic claims in them: the one home shared by ``trl_ext.data``
+(solutions and their corruption) and ``trl_ext.rewards`` (graders and process rewards).
 
 - :func:`completion_text` / :func:`prompt_text`: the text of a TRL completion or prompt (standard or conversational).
 - :func:`split_step_spans` / :func:`split_steps`: steps cut at a separator, as character spans or strings.
