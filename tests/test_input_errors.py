@@ -183,6 +183,15 @@ def test_prm_with_another_vocabulary_refused(tiny_model_path, tokenizer, tmp_pat
                            train_dataset=Dataset.from_dict({"prompt": PROMPTS}))
 
 
+def test_prm_trainer_tokenizer_larger_than_the_model_refused(tokenizer, tmp_path):
+    model = LlamaForTokenClassification(tiny_config(num_labels=2, **SMALL_VOCAB))
+    rows = Dataset.from_dict({"prompt": ["1+1?"], "completions": [["1+1=2"]], "labels": [[True]]})
+    with pytest.raises(ValueError, match=r"PRMTrainer: the model LlamaForTokenClassification embeds 1000 token ids, "
+                                         r"but processing_class .* has 49152 tokens"):
+        PRMTrainer(model=model, processing_class=tokenizer, train_dataset=rows,
+                   args=PRMConfig(output_dir=str(tmp_path / "out"), report_to="none", use_cpu=True, bf16=False))
+
+
 def test_unified_reference_model_with_another_vocabulary_refused(tiny_model_path, tmp_path):
     reference, _ = tiny_model(**SMALL_VOCAB)
     pairs = Dataset.from_dict({"prompt": ["2+2="] * 2, "chosen": [" 4", " four"], "rejected": [" 5", " five"]})

@@ -56,7 +56,7 @@ from ..core.prm_metrics import prm_metrics, scores_to_predictions, token_level_t
 from ..hub import HubPushMixin
 from ..model_card import ModelCardMixin
 from ..text import prompt_text
-from .rft_checks import check_not_empty
+from .rft_checks import check_not_empty, check_tokenizer_fits
 
 __all__ = ["CORRECT_LABEL", "ID2LABEL", "LABEL2ID", "PRMConfig", "PRMTrainer", "check_step_row", "tokenize_step_row"]
 
@@ -383,6 +383,7 @@ class PRMTrainer(HubPushMixin, ModelCardMixin, Trainer):
         elif quantization_config is not None:
             raise ValueError("PRMTrainer: `quantization_config` applies when `model` is a path; got a model object.")
         self._check_model(model)
+        check_tokenizer_fits(processing_class, model, "the model", "processing_class", type(self).__name__)
         # saved with the model's config.json: ProcessRewardModel(folder) scores with the separator it was trained on
         model.config.step_separator = args.step_separator
         if getattr(model.config, "pad_token_id", None) is None:
