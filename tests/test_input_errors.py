@@ -8,7 +8,7 @@ import warnings
 import pytest
 import torch
 from datasets import Dataset
-from transformers import AutoTokenizer, LlamaForSequenceClassification, LlamaForTokenClassification
+from transformers import LlamaForSequenceClassification, LlamaForTokenClassification
 from trl import DPOConfig
 
 from trl_ext.models.tiny import tiny_config, tiny_model
