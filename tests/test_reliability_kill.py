@@ -29,6 +29,8 @@ from safetensors.torch import load_file
 
 from trl_ext.trainers.rft import RFTConfig, RFTTrainer
 
+pytest_plugins = ["hub_fixtures"]
+
 SCRIPTS = Path(__file__).resolve().parent / "scripts"
 PROMPTS = ["What is 2+2?", "Compute 3*5.", "Add 7 and 8.", "What is 10-4?"]
 
@@ -251,3 +253,40 @@ def test_two_process_checkpoints_are_complete_and_named_once(tiny_model_path, tm
                      "model.safetensors", "value_head.safetensors", "optimizer.pt", "trainer_state.json"):
             assert (folder / name).is_file(), (folder, name)
     assert _staging(out) == []
+
+
+CHECKPOINT_PUSH = '''
+from datasets import Dataset
+from huggingface_hub import HfApi
+from trl_ext.trainers.rft import RFTConfig, RFTTrainer
+
+pytest_plugins = ["hub_fixtures"]
+
+HfApi().create_repo("user/tiny-base", exist_ok=True)
+HfApi().upload_folder(repo_id="user/tiny-base", folder_path=ARGS["model_path"], commit_message="tiny base")
+args = RFTConfig(output_dir=ARGS["output_dir"], per_device_train_batch_size=4, num_generations=4,
+                 max_completion_length=4, max_steps=3, save_strategy="steps", save_steps=1, save_total_limit=2,
+                 push_to_hub=True, hub_model_id="user/tiny-rft-ckpt", hub_strategy="checkpoint", logging_steps=1,
+                 report_to="none", use_cpu=True, bf16=False, seed=0, disable_tqdm=True, validate_reward_funcs=False)
+trainer = RFTTrainer(model="user/tiny-base", reward_funcs=lambda completions, **kw: [0.1 * len(c) for c in completions],
+                     args=args, train_dataset=Dataset.from_dict({"prompt": ["What is 2+2?", "Compute 3*5."]}))
+trainer.train()
+trainer._finish_current_push()
+finish()
+'''
+
+
+@pytest.mark.slow
+def test_checkpoint_push_and_rotation_see_only_complete_folders(run_hub_script, hub_server, tiny_model_path, tmp_path):
+    """hub_strategy="checkpoint" pushes the published checkpoint-N (value head, trainer_state.json included) as
+    last-checkpoint/; no staging folder is uploaded; save_total_limit rotates complete folders only."""
+    out = tmp_path / "out"
+    run_hub_script(CHECKPOINT_PUSH, hub_server, {"model_path": tiny_model_path, "output_dir": str(out)})
+    paths = {path for commit in hub_server.history("user/tiny-rft-ckpt") for path in commit.tree}
+    for name in ("model.safetensors", "value_head.safetensors", "rft_state.json", "optimizer.pt",
+                 "trainer_state.json"):
+        assert f"last-checkpoint/{name}" in paths, sorted(paths)
+    assert not [p for p in paths if "_checkpoint" in p or ".tmp-" in p or p.startswith("checkpoint-")], sorted(paths)
+    state = json.loads(hub_server.files("user/tiny-rft-ckpt")["last-checkpoint/trainer_state.json"])
+    assert state["global_step"] >= 2  # a push still running when the next save comes makes the Trainer skip that one
+    assert sorted(p.name for p in out.iterdir() if "checkpoint" in p.name) == ["checkpoint-2", "checkpoint-3"]
