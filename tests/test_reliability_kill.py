@@ -6,7 +6,8 @@ exception) leaves nothing; the resumed run equals the uninterrupted one.
 
 Slow: for RFT, RFT with ``steps_per_generation=2``, ProcessGRPO and Unified, a training process
 (tests/scripts/kill_train.py, 2 epochs, a checkpoint every step, each save slowed in its middle) is SIGKILLed at >= 10
-seeded random moments — about half of them inside checkpoint saves — and restarted with
+seeded random moments — half aimed inside checkpoint saves, half inside a step's generation / update (each kind
+hit at least twice) — and restarted with
 ``resume_from_checkpoint=True`` each time; after every kill each ``checkpoint-N`` on disk is complete, and the final
 policy (and value head, beta) are bit-identical to an uninterrupted run. The processes are forked from a forkserver
 that imported the training module once, so a restart costs the trainer set-up, not the imports.
@@ -132,8 +133,9 @@ def _events(path, attempt):
 
 def _attempt(forkserver, case, model, out, events, attempt, plan):
     """One training process; ``plan`` = (``"save"``, k, delay): kill ``delay`` s after its k-th save began;
-    (``"any"``, 0, delay): ``delay`` s after training began; ``None``: run to the end. Returns where it was killed
-    (``"save"`` / ``"train"``) or ``None`` if it finished."""
+    (``"train"``, k, delay): ``delay`` s after its k-th save ended (k = 0: after training began), i.e. inside the
+    generation / update of the next step; ``None``: run to the end. Returns where it was killed (``"save"`` /
+    ``"train"``) or ``None`` if it finished."""
     ctx, kill_train = forkserver
     process = ctx.Process(target=kill_train.run, args=(case, model, str(out), str(events)),
                           kwargs=dict(attempt=str(attempt), save_delay=SAVE_DELAY,
@@ -145,7 +147,8 @@ def _attempt(forkserver, case, model, out, events, attempt, plan):
             kind, k, delay = plan
             while process.is_alive() and time.time() < deadline:
                 names = [name for _, name, _ in _events(events, attempt)]
-                if (kind == "save" and names.count("SAVE_BEGIN") >= k) or (kind == "any" and "TRAIN_BEGIN" in names):
+                if (kind == "save" and names.count("SAVE_BEGIN") >= k) or (
+                        kind == "train" and "TRAIN_BEGIN" in names and names.count("SAVE_END") >= k):
                     time.sleep(delay)
                     if process.is_alive():
                         os.kill(process.pid, signal.SIGKILL)
@@ -197,6 +200,8 @@ def test_sigkill_at_random_moments_then_resume_is_bit_identical(forkserver, tiny
     ref_events = _events(events, "ref")
     saves = [t for t, name, _ in ref_events if name == "SAVE_BEGIN"]
     step_time = (saves[-1] - saves[0]) / (len(saves) - 1)  # one step and its save, on this machine now
+    ends = [t for t, name, _ in ref_events if name == "SAVE_END"]
+    train_time = min(b - e for e, b in zip(ends, saves[1:]))  # generation + update of a step, between two saves
     expected, expected_beta = _final(reference)
 
     rng = random.Random(f"issue-14-{case}")
@@ -207,8 +212,8 @@ def test_sigkill_at_random_moments_then_resume_is_bit_identical(forkserver, tiny
             # inside the first (or second) save of this process: the staging folder is left, checkpoint-N never
             plan = ("save", 1 if _last_checkpoint(out) >= kill_train.STEPS - 2 else rng.choice([1, 2]),
                     rng.uniform(0.0, SAVE_DELAY + 0.1))
-        else:
-            plan = ("any", 0, rng.uniform(0.0, 1.5 * step_time))
+        else:  # inside a step's generation / update, after 0-1 saves of this process
+            plan = ("train", rng.choice([0, 1]), rng.uniform(0.0, 0.9 * train_time))
         where = _attempt(forkserver, case, tiny_model_path, out, events, attempt, plan)
         assert where is not None or (out / "final").is_dir(), f"attempt {attempt} ended without a kill or a result"
         if where is None:
@@ -228,7 +233,8 @@ def test_sigkill_at_random_moments_then_resume_is_bit_identical(forkserver, tiny
     if case.startswith("rft"):
         assert any(k.startswith("value_head.") for k in got) and got_beta is not None and got_beta != 0.1
     print(f"\n{case}: {len(landed)} kills ({landed.count('save')} inside a save), {attempt + 1} processes, "
-          f"step+save {step_time:.2f}s, {time.time() - started:.0f}s")
+          f"step+save {step_time:.2f}s (train {train_time:.2f}s), {time.time() - started:.0f}s")
+    assert landed.count("save") >= 2 and landed.count("train") >= 2, landed  # both kinds of moment were hit
 
 
 @pytest.mark.slow
