@@ -480,3 +480,41 @@ def test_example_then_benchmark_run_on_the_tiny_model(tiny_model_path, tmp_path)
         assert result["steps"] >= 1 and result["train_seconds"] >= 4 and 0.0 <= result["after"]["accuracy"] <= 1.0
         if name == "prm":
             assert all(0.0 < r < 1.0 for r in result["step_reward_mean"] if r is not None)
+
+
+class _Killed(BaseException):
+    """Stands for a SIGKILL inside a save: nothing after the raise runs."""
+
+
+def test_checkpoints_are_atomic_and_a_finished_run_resumed_does_nothing(tiny_model_path, tmp_path):
+    """PRMTrainer shares the other trainers' ResumeMixin: a save killed midway leaves no checkpoint-N (its staging
+    folder is removed by the next train()), and resuming a finished run trains nothing."""
+    args = _args(tmp_path, save_strategy="steps", save_steps=1, max_steps=2)
+    trainer = PRMTrainer(tiny_model_path, args=args, train_dataset=_rows(8))
+    original = trainer._save_optimizer_and_scheduler
+
+    def killed_at_step_2(output_dir):
+        if trainer.state.global_step == 2:  # the model is written, the optimizer not yet
+            raise _Killed()
+        original(output_dir)
+
+    trainer._save_optimizer_and_scheduler = killed_at_step_2
+    with pytest.raises(_Killed):
+        trainer.train()
+    out = tmp_path / "out"
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-1"]
+    (staging,) = [p for p in out.glob("_checkpoint-2.tmp-*")]
+    assert not (staging / "trainer_state.json").exists()
+
+    resumed = PRMTrainer(tiny_model_path, args=args, train_dataset=_rows(8))
+    with pytest.warns(UserWarning, match=r"removed .*_checkpoint-2\.tmp-.*unfinished checkpoint save"):
+        resumed.train(resume_from_checkpoint=True)  # resumes from checkpoint-1
+    assert resumed.state.global_step == 2 and not list(out.glob("_checkpoint-*"))
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-1", "checkpoint-2"]
+    weights = {n: p.detach().clone() for n, p in resumed.model.named_parameters()}
+    again = PRMTrainer(tiny_model_path, args=args, train_dataset=_rows(8))
+    with pytest.warns(UserWarning, match="finished"):
+        again.train(resume_from_checkpoint=True)
+    assert again.state.global_step == 2
+    for name, value in again.model.named_parameters():
+        assert torch.equal(value, weights[name]), name

@@ -1,8 +1,8 @@
 """Checkpoints and resume shared by trl_ext's trainers: atomic checkpoints, skip incomplete ones, never train past a
 finished run, continue exactly.
 
-:class:`ResumeMixin` goes first in the bases of ``RFTTrainer``, ``ProcessGRPOTrainer`` and
-``UnifiedLikelihoodTrainer`` (``PRMTrainer`` does not use it):
+:class:`ResumeMixin` goes first in the bases of ``RFTTrainer``, ``ProcessGRPOTrainer``, ``UnifiedLikelihoodTrainer``
+and ``PRMTrainer``:
 
 - **Atomic checkpoints.** ``_save_checkpoint`` writes every file of ``checkpoint-N`` — model or adapter, value head
   and ``rft_state.json`` (RFT's ``_save``), optimizer, scheduler, scaler, RNG states, rollout buffers, and

@@ -56,6 +56,7 @@ from ..core.prm_metrics import prm_metrics, scores_to_predictions, token_level_t
 from ..hub import HubPushMixin
 from ..model_card import ModelCardMixin
 from ..text import prompt_text
+from .checkpointing import ResumeMixin
 from .rft_checks import check_not_empty, check_tokenizer_fits
 
 __all__ = ["CORRECT_LABEL", "ID2LABEL", "LABEL2ID", "PRMConfig", "PRMTrainer", "check_step_row", "tokenize_step_row"]
@@ -288,7 +289,7 @@ def _is_quantized(model: nn.Module) -> bool:
     return bool(getattr(model, "is_loaded_in_4bit", False) or getattr(model, "is_loaded_in_8bit", False))
 
 
-class PRMTrainer(HubPushMixin, ModelCardMixin, Trainer):
+class PRMTrainer(ResumeMixin, HubPushMixin, ModelCardMixin, Trainer):
     """Train a process reward model (token classification) on step-labelled data.
 
     Args:
