@@ -822,7 +822,7 @@ def test_example_accelerate_two_cpu_processes(tiny_model_path, tmp_path):
 
 @pytest.mark.slow
 def test_example_default_run(tmp_path):
-    """The full default run (embedded SmolLM2-135M, CPU, ~11 min on 2 cores): accuracy before/after and the plot."""
+    """The full default run (embedded SmolLM2-135M, CPU, ~22 min on 2 cores): accuracy before/after and the plot."""
     out = tmp_path / "out"
     _run([sys.executable, "examples/rft.py", "--output_dir", str(out)], timeout=2400)
     summary = json.loads((out / "rft_summary.json").read_text())

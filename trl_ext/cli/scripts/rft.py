@@ -24,7 +24,7 @@ The demo's settings (issue 16; measured, see the README's RFT example): 40 updat
 tokens, no missing-EOS penalty (with 0.5 the first updates learned to stop early rather than to answer:
 benchmarks/README.md), held-out accuracy on 256 prompts with greedy answers of at most 32 tokens (the training
 budget). Measured on the shared 2-core machine under load: held-out accuracy 0.170 → 0.358 (n=256, standard error ≈
-0.03 each) in 40 steps; ~10-11 min uncontended (estimated from the step times of ``benchmarks/README.md``). Part of
+0.03 each) in 40 steps; ~22 min on the idle 2-core machine (fresh clone, ≈ 26.5 s per update). Part of
 the gain is learning to answer within the budget: the base model's answers hit the 32-token limit on 104 of the 256
 prompts (1 of 256 after training).
 
@@ -87,7 +87,7 @@ class RFTScriptArguments(RLDataArguments):
     )
 
 
-# The demo's defaults (CPU: ~10-11 min on 2 cores, estimated; see the module docstring); each can be overridden.
+# The demo's defaults (CPU: ~22 min on 2 cores, measured; see the module docstring); each can be overridden.
 DEMO_DEFAULTS = dict(
     output_dir="outputs/rft",
     max_steps=40,
