@@ -12,6 +12,10 @@ os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # TRL's notice on import
 
 import pytest  # noqa: E402
 
+# The loopback Hub fixtures (tests/hub_fixtures.py), visible to every test module. Imported here rather than named in
+# a test module's `pytest_plugins`, which left them unregistered on the CI machine's pytest (11 "fixture not found").
+from hub_fixtures import hub_server, hub_server_factory, run_hub_script  # noqa: E402,F401
+
 
 @pytest.fixture(scope="session")
 def tiny_model_path(tmp_path_factory):

@@ -1,4 +1,5 @@
-"""Pytest fixtures for the loopback Hub (``tests/hub_server.py``). Use with ``pytest_plugins = ["hub_fixtures"]``.
+"""Pytest fixtures for the loopback Hub (``tests/hub_server.py``). ``tests/conftest.py`` imports the fixtures,
+so every test module sees them.
 
 ``huggingface_hub`` and ``transformers`` read ``HF_ENDPOINT`` once at import time and the test session runs with
 ``HF_HUB_OFFLINE=1`` (which blocks localhost too), so the code that pushes and downloads runs in a subprocess with

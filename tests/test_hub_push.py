@@ -14,8 +14,6 @@ import yaml
 
 from hub_server import HubServer
 
-pytest_plugins = ["hub_fixtures"]
-
 # Files that must never reach the Hub unless explicitly asked (hub_strategy="checkpoint"/"all_checkpoints").
 FORBIDDEN = ("optimizer.pt", "scheduler.pt", "rng_state.pth", "trainer_state.json", "scaler.pt")
 

@@ -12,8 +12,6 @@ from trl_ext.core.prm_metrics import first_error_index, prm_metrics, scores_to_p
 from trl_ext.rewards.process import ProcessRewardModel
 from trl_ext.trainers.prm import PRMConfig, PRMTrainer, tokenize_step_row
 
-pytest_plugins = ["hub_fixtures"]
-
 # ----------------------------------------------------------------------------------------------------------------------
 # The hand-checked example. SmolLM2's tokenizer (decoded token by token):
 #   "What is 2+3?" -> [1780 'What', 314 ' is', 216 ' ', 34 '2', 27 '+', 35 '3', 47 '?']

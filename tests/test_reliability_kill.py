@@ -30,8 +30,6 @@ from safetensors.torch import load_file
 
 from trl_ext.trainers.rft import RFTConfig, RFTTrainer
 
-pytest_plugins = ["hub_fixtures"]
-
 SCRIPTS = Path(__file__).resolve().parent / "scripts"
 PROMPTS = ["What is 2+2?", "Compute 3*5.", "Add 7 and 8.", "What is 10-4?"]
 
@@ -265,8 +263,6 @@ CHECKPOINT_PUSH = '''
 from datasets import Dataset
 from huggingface_hub import HfApi
 from trl_ext.trainers.rft import RFTConfig, RFTTrainer
-
-pytest_plugins = ["hub_fixtures"]
 
 HfApi().create_repo("user/tiny-base", exist_ok=True)
 HfApi().upload_folder(repo_id="user/tiny-base", folder_path=ARGS["model_path"], commit_message="tiny base")
