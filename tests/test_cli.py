@@ -437,6 +437,21 @@ def _save_log_history(monkeypatch):
     monkeypatch.setattr(Trainer, "train", train)
 
 
+@pytest.mark.parametrize("command", ["rft", "process_grpo"])
+def test_prompt_options_reach_the_reasoning_gym_task(command):
+    """--system_prompt / --answer_instruction shape a reasoning-gym task's prompts too (they were dropped before)."""
+    import importlib
+
+    script = importlib.import_module(f"trl_ext.cli.scripts.{command}")
+    flags = ["--system_prompt", "Be brief.", "--answer_instruction", "Answer as #### <n>.", "--train_size", "4",
+             "--eval_size", "2", "--output_dir", "unused"]
+    script_args, training_args = script.make_parser().parse_args_and_config(args=flags)[:2]
+    train, _, heldout, _ = script.build_datasets(script_args, training_args)
+    for prompt in list(train["prompt"]) + list(heldout["prompt"]):
+        assert prompt[0] == {"role": "system", "content": "Be brief."}
+        assert prompt[1]["content"].endswith("\n\nAnswer as #### <n>.") and ANSWER_FORMAT_INSTRUCTION not in str(prompt)
+
+
 def test_rft_defaults_to_the_reasoning_gym_task(tiny_model_path, tmp_path):
     summary = _rft(tiny_model_path, tmp_path / "out", "--train_size", "4", "--max_steps", "1")
     assert summary["task"] == "chain_sum" and summary["dataset"] is None and summary["steps"] == 1

@@ -298,6 +298,20 @@ def test_unknown_task_lists_supported_ones():
     assert all(t in str(err.value) for t in SUPPORTED_TASKS)
 
 
+def test_rl_instruction_and_empty_system_prompt():
+    ds = rl_dataset("chain_sum", 3, conversational=True, system_prompt="", instruction="End with #### <answer>.")
+    default = rl_dataset("chain_sum", 3, conversational=True)
+    for row, ref in zip(ds, default):
+        system, user = row["prompt"]
+        assert system == {"role": "system", "content": ""}  # an empty system message, not none
+        question = ref["prompt"][0]["content"].removesuffix(ANSWER_FORMAT_INSTRUCTION).rstrip()
+        assert user["content"] == question + "\n\nEnd with #### <answer>."
+    bare = rl_dataset("chain_sum", 3, instruction="")
+    assert [p.rstrip() + "\n" for p in bare["prompt"]] == bare["prompt"] and "####" not in bare["prompt"][0]
+    with pytest.raises(ValueError, match="instruction"):
+        rl_dataset("chain_sum", 3, instruction=None)
+
+
 @pytest.mark.parametrize(
     "kwargs, name",
     [

@@ -97,11 +97,13 @@ class DataArguments(ScriptArguments):
     )
     answer_instruction: str = field(
         default=ANSWER_FORMAT_INSTRUCTION,
-        metadata={"help": "Appended (after a blank line) to every plain question; '' appends nothing. The default "
-                          "asks for a final '#### <answer>' line, which the graders read."},
+        metadata={"help": "Appended (after a blank line) to every plain question, a reasoning-gym task's too; '' "
+                          "appends nothing. The default asks for a final '#### <answer>' line, which the graders read."},
     )
     system_prompt: str | None = field(
-        default=None, metadata={"help": "System message put before every plain question (conversational only)."}
+        default=None,
+        metadata={"help": "System message put before every plain question, a reasoning-gym task's too "
+                          "(conversational only). '' puts an empty one (SmolLM2's template then drops its default)."},
     )
     dataset_test_size: float | None = field(
         default=None,
@@ -185,6 +187,13 @@ def _load_prepared_splits(args: DataArguments, prepare: Callable[..., Any], *, s
     if test is not None:
         test = prepare(_head(test, args.max_eval_samples, "--max_eval_samples"), name="test", **kwargs)
     return train, test
+
+
+def task_prompt_options(args: DataArguments) -> dict[str, Any]:
+    """The prompt options of ``args`` as keyword arguments of :func:`~trl_ext.data.rl_dataset` (reasoning-gym tasks
+    get ``--conversational``, ``--system_prompt`` and ``--answer_instruction`` as a user's own questions do)."""
+    return dict(conversational=args.conversational, system_prompt=args.system_prompt,
+                instruction=args.answer_instruction)
 
 
 def load_rl_splits(args: RLDataArguments, *, seed: int, require_test: bool) -> tuple[Any, Any | None]:

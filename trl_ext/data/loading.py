@@ -44,7 +44,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .tasks import ANSWER_FORMAT_INSTRUCTION
+from .tasks import ANSWER_FORMAT_INSTRUCTION, question_prompt
 
 __all__ = [
     "DATA_FILE_BUILDERS",
@@ -221,16 +221,6 @@ def _prompt_source(ds, prompt_column: str | None, name: str) -> str:
     )
 
 
-def _question_prompt(question: str, conversational: bool, instruction: str, system_prompt: str | None):
-    text = question.rstrip()
-    if instruction:
-        text = f"{text}\n\n{instruction}"
-    if not conversational:
-        return text + "\n"
-    messages = [{"role": "system", "content": system_prompt}] if system_prompt else []
-    return messages + [{"role": "user", "content": text}]
-
-
 def _is_empty(value: Any) -> bool:
     return value is None or (isinstance(value, str) and not value.strip()) or (isinstance(value, list) and not value)
 
@@ -256,7 +246,7 @@ def _build_prompts(ds, source: str, conversational: bool, instruction: str, syst
             )
     if source == "prompt":
         return ds
-    prompts = [v if isinstance(v, list) else _question_prompt(v, conversational, instruction, system_prompt)
+    prompts = [v if isinstance(v, list) else question_prompt(v, conversational, system_prompt, instruction)
                for v in values]
     if "prompt" in ds.column_names:
         ds = ds.rename_column("prompt", "prompt_original")

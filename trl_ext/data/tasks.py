@@ -111,8 +111,20 @@ def _split_entries(
     )
 
 
-def _prompt(question: str, conversational: bool, system_prompt: str | None) -> str | list[dict[str, str]]:
-    text = f"{question.rstrip()}\n\n{ANSWER_FORMAT_INSTRUCTION}"
+def question_prompt(
+    question: str, conversational: bool, system_prompt: str | None = None, instruction: str = ANSWER_FORMAT_INSTRUCTION
+) -> str | list[dict[str, str]]:
+    """The prompt of a plain question: ``question + "\\n\\n" + instruction`` (no blank line when ``instruction`` is
+    ``""``), as text or as a user message after an optional system message. ``system_prompt=""`` puts an empty
+    system message (chat templates such as SmolLM2's then drop their default one); ``None`` puts none.
+
+    Example:
+        >>> question_prompt("1 + 1?", True, system_prompt="", instruction="End with #### <answer>.")
+        [{'role': 'system', 'content': ''}, {'role': 'user', 'content': '1 + 1?\\n\\nEnd with #### <answer>.'}]
+    """
+    text = question.rstrip()
+    if instruction:
+        text = f"{text}\n\n{instruction}"
     if not conversational:
         return text + "\n"
     messages = [{"role": "system", "content": system_prompt}] if system_prompt is not None else []
@@ -148,11 +160,13 @@ def rl_dataset(
     *,
     eval_fraction: float = 0.1,
     system_prompt: str | None = None,
+    instruction: str = ANSWER_FORMAT_INSTRUCTION,
     **task_config: Any,
 ) -> Dataset:
     """Prompt-only reasoning-gym data for RL (GRPO and friends), graded against the ``answer`` column.
 
-    Columns: ``prompt`` (question + :data:`ANSWER_FORMAT_INSTRUCTION`), ``answer`` (str reference; for
+    Columns: ``prompt`` (question + ``instruction``, by default :data:`ANSWER_FORMAT_INSTRUCTION`; see
+    :func:`question_prompt`), ``answer`` (str reference; for
     ``countdown`` an expression, one of many valid ones), ``task`` (reasoning-gym name) and ``metadata`` (JSON
     string of the item's reasoning-gym metadata; rebuild the item as ``{"question", "answer",
     "metadata": json.loads(...)}`` for reasoning-gym's own ``score_answer``). ``task_config`` is passed to
@@ -169,10 +183,12 @@ def rl_dataset(
     if task not in SUPPORTED_TASKS:
         raise ValueError(f"unknown task {task!r}; supported tasks: {', '.join(SUPPORTED_TASKS)}")
     _check_common(size, seed, split, eval_fraction, conversational, system_prompt)
+    if not isinstance(instruction, str):
+        raise ValueError(f"instruction must be a str ('' for none), got {type(instruction).__name__}")
     _check_task_config(task, task_config)
     rows: dict[str, list[Any]] = {"prompt": [], "answer": [], "task": [], "metadata": []}
     for entry in _split_entries(task, size, seed, split, eval_fraction, task_config, "RL prompts"):
-        rows["prompt"].append(_prompt(entry["question"], conversational, system_prompt))
+        rows["prompt"].append(question_prompt(entry["question"], conversational, system_prompt, instruction))
         rows["answer"].append(str(entry["answer"]))
         rows["task"].append(task)
         rows["metadata"].append(json.dumps(entry["metadata"], sort_keys=True, default=str))
@@ -213,7 +229,7 @@ def demonstration_dataset(
     _check_common(size, seed, split, eval_fraction, conversational, system_prompt)
     rows: dict[str, list[Any]] = {"prompt": [], "completion": [], "answer": []}
     for question, solution, answer in _solutions(size, seed, split, eval_fraction, "demonstrations"):
-        rows["prompt"].append(_prompt(question, conversational, system_prompt))
+        rows["prompt"].append(question_prompt(question, conversational, system_prompt))
         rows["completion"].append(_completion(solution, conversational))
         rows["answer"].append(answer)
         if len(rows["prompt"]) == size:
@@ -251,7 +267,7 @@ def preference_dataset(
         bad = corrupt_solution(solution, question, answer, seed=_row_seed(seed, question))
         if bad is None:
             continue
-        rows["prompt"].append(_prompt(question, conversational, system_prompt))
+        rows["prompt"].append(question_prompt(question, conversational, system_prompt))
         rows["chosen"].append(_completion(solution, conversational))
         rows["rejected"].append(_completion(bad.text, conversational))
         rows["answer"].append(answer)
@@ -296,7 +312,7 @@ def step_labelled_dataset(
         else:
             steps = list(bad.steps)
             labels = [i < bad.corrupted_step for i in range(len(steps))]
-        rows["prompt"].append(_prompt(question, conversational, system_prompt))
+        rows["prompt"].append(question_prompt(question, conversational, system_prompt))
         rows["completions"].append(steps)
         rows["labels"].append(labels)
         rows["answer"].append(answer)

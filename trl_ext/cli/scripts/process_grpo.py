@@ -33,7 +33,14 @@ from dataclasses import dataclass, field
 import torch
 from trl import GRPOTrainer, ModelConfig, get_peft_config, get_quantization_config
 
-from trl_ext.cli.common import GroupedTrlParser, RLDataArguments, load_rl_splits, resolve_reward_funcs, run_script
+from trl_ext.cli.common import (
+    GroupedTrlParser,
+    RLDataArguments,
+    load_rl_splits,
+    resolve_reward_funcs,
+    run_script,
+    task_prompt_options,
+)
 from trl_ext.data import rl_dataset
 from trl_ext.evaluation import evaluate_accuracy
 from trl_ext.models import resolve_model_name_or_path
@@ -115,9 +122,9 @@ def build_datasets(script_args: ScriptArguments, training_args: ProcessGRPOConfi
         heldout = test.select(range(min(script_args.eval_size, len(test)))) if test is not None else None
         return train, test if eval_needed else None, heldout, script_args.dataset_name
     train = rl_dataset(script_args.task, script_args.train_size, seed=training_args.seed,
-                       conversational=script_args.conversational)
+                       **task_prompt_options(script_args))
     heldout = rl_dataset(script_args.task, script_args.eval_size, seed=training_args.seed, split="eval",
-                         conversational=script_args.conversational)
+                         **task_prompt_options(script_args))
     return train, heldout if eval_needed else None, heldout, script_args.task
 
 

@@ -45,7 +45,14 @@ from pathlib import Path
 import torch
 from trl import ModelConfig, get_peft_config, get_quantization_config
 
-from trl_ext.cli.common import GroupedTrlParser, RLDataArguments, load_rl_splits, resolve_reward_funcs, run_script
+from trl_ext.cli.common import (
+    GroupedTrlParser,
+    RLDataArguments,
+    load_rl_splits,
+    resolve_reward_funcs,
+    run_script,
+    task_prompt_options,
+)
 from trl_ext.data import rl_dataset
 from trl_ext.evaluation import evaluate_accuracy
 from trl_ext.models import resolve_model_name_or_path
@@ -125,11 +132,11 @@ def build_datasets(script_args: RFTScriptArguments, training_args: RFTConfig):
             script_args.dataset_name
     task_config = json.loads(script_args.task_config) if script_args.task_config else {}
     train = rl_dataset(script_args.task, script_args.train_size, seed=training_args.seed, split="train",
-                       conversational=script_args.conversational, **task_config)
+                       **task_prompt_options(script_args), **task_config)
     heldout = None
     if script_args.eval_size or eval_needed:
         heldout = rl_dataset(script_args.task, script_args.eval_size or 64, seed=training_args.seed, split="eval",
-                             conversational=script_args.conversational, **task_config)
+                             **task_prompt_options(script_args), **task_config)
     return train, heldout if eval_needed else None, heldout if script_args.eval_size else None, script_args.task
 
 
