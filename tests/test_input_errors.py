@@ -257,3 +257,24 @@ def test_unified_chat_prompt_with_plain_string_completion_names_row_and_columns(
         check_row_format({"prompt": "2+2?", "completion": 4}, "demonstration", "row 2")
     check_row_format({"chosen": answer, "rejected": answer}, "preference", "row 4")  # implicit prompt
     check_row_format({"prompt": chat, "completion": answer}, "graded", "row 5")
+
+
+# ---- 4-bit without bitsandbytes: one message, naming the trainer, for all three -----------------------------------
+
+
+@pytest.mark.parametrize("trainer", ["rft", "process_grpo", "unified"])
+def test_load_in_4bit_without_bitsandbytes_names_the_trainer(trainer, tiny_model_path, tmp_path, monkeypatch):
+    from transformers import BitsAndBytesConfig
+
+    from trl_ext.trainers import rft_checks
+
+    monkeypatch.setattr(rft_checks, "is_bitsandbytes_available", lambda: False)
+    q = BitsAndBytesConfig(load_in_4bit=True)
+    name = {**NAMES, "unified": "UnifiedLikelihoodTrainer"}[trainer]
+    with pytest.raises(ImportError, match=rf"^{name}: the quantization_config asks for load_in_4bit=True .*not installed"):
+        if trainer == "unified":
+            demos = Dataset.from_dict({"prompt": PROMPTS, "completion": ANSWERS})
+            UnifiedLikelihoodTrainer(model=tiny_model_path, args=_unified_args(tmp_path), train_dataset=demos,
+                                     quantization_config=q)
+        else:
+            _rl(trainer, tmp_path, tiny_model_path, one, quantization_config=q)

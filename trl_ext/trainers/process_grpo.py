@@ -63,6 +63,7 @@ from .rft_checks import (
     check_not_empty,
     check_prompt_column,
     check_prompts_not_none,
+    check_quantization,
     check_tokenizer_fits,
     probe_reward_funcs,
     resolve_reward_processing_classes,
@@ -292,6 +293,7 @@ class ProcessGRPOTrainer(ResumeMixin, HubPushMixin, ModelCardMixin, VLLMSyncMixi
                     f"ProcessGRPOTrainer does not support `{key}`: multi-turn completions with tool outputs are not "
                     "split into steps."
                 )
+        check_quantization(kwargs.get("quantization_config"), args.model_init_kwargs, type(self).__name__)
         model, processing_class, kwargs["quantization_config"] = resolve_adapter_model(  # a PEFT adapter folder
             model, args, trainer="ProcessGRPOTrainer", quantization_config=kwargs.get("quantization_config"),
             peft_config=peft_config, processing_class=processing_class,

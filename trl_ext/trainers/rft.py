@@ -423,7 +423,7 @@ class RFTTrainer(ResumeMixin, HubPushMixin, ModelCardMixin, VLLMSyncMixin, GRPOT
             check_not_empty(train_dataset, "train_dataset", type(self).__name__)
             check_prompts_not_none(train_dataset, "train_dataset", type(self).__name__)
         check_prompt_column(eval_dataset, "eval_dataset", type(self).__name__)
-        check_quantization(quantization_config, args.model_init_kwargs)
+        check_quantization(quantization_config, args.model_init_kwargs, type(self).__name__)
         model, processing_class, quantization_config = resolve_adapter_model(  # a PEFT adapter folder as `model`
             model, args, trainer="RFTTrainer", quantization_config=quantization_config, peft_config=peft_config,
             processing_class=processing_class,

@@ -58,8 +58,9 @@ def is_bitsandbytes_available() -> bool:
     return importlib.util.find_spec("bitsandbytes") is not None
 
 
-def check_quantization(quantization_config: Any, model_init_kwargs: dict | None) -> None:
-    """Raise ``ImportError`` if the quantization config (argument or ``model_init_kwargs``) needs a missing bitsandbytes."""
+def check_quantization(quantization_config: Any, model_init_kwargs: dict | None, trainer: str = "RFTTrainer") -> None:
+    """Raise ``ImportError`` naming ``trainer`` if the quantization config (argument or ``model_init_kwargs``) needs a
+    missing or broken bitsandbytes."""
     config = quantization_config
     if config is None:
         config = (model_init_kwargs or {}).get("quantization_config")
@@ -74,13 +75,13 @@ def check_quantization(quantization_config: Any, model_init_kwargs: dict | None)
                     raise ImportError(repr(broken)) from broken
             except ImportError as err:  # installed but broken (see trl_ext._BrokenBitsandbytesGuard)
                 raise ImportError(
-                    f"RFTTrainer: the quantization_config asks for {flag}=True (QLoRA) but `bitsandbytes` is "
+                    f"{trainer}: the quantization_config asks for {flag}=True (QLoRA) but `bitsandbytes` is "
                     f"installed and fails to import: {err.__cause__ or err}. Reinstall it (`pip install -U "
                     f"'bitsandbytes>=0.46'`) or drop --{flag}."
                 ) from err
         if get(flag, False) and not is_bitsandbytes_available():
             raise ImportError(
-                f"RFTTrainer: the quantization_config asks for {flag}=True (QLoRA) but `bitsandbytes` is not "
+                f"{trainer}: the quantization_config asks for {flag}=True (QLoRA) but `bitsandbytes` is not "
                 "installed. Install it with `pip install 'bitsandbytes>=0.46'` (4-bit works on CPU too), or drop "
                 f"--{flag}."
             )

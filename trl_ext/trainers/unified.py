@@ -47,7 +47,7 @@ from ..hub import HubPushMixin
 from ..model_card import ModelCardMixin
 from ..models.adapters import AdapterFolderArguments, resolve_adapter_model, use_base_as_reference
 from .checkpointing import ResumeMixin, remove_stale_cache_temporaries
-from .rft_checks import check_not_empty, check_same_vocabulary
+from .rft_checks import check_not_empty, check_quantization, check_same_vocabulary
 from .trl_compat import (
     common_prefix_len,
     dpo_count_train_tokens,
@@ -372,6 +372,7 @@ class UnifiedLikelihoodTrainer(ResumeMixin, HubPushMixin, ModelCardMixin, DPOTra
         elif isinstance(eval_dataset, dict):
             eval_dataset = {k: mix_datasets(v) if isinstance(v, (list, tuple)) else v for k, v in eval_dataset.items()}
         check_not_empty(train_dataset, "train_dataset", type(self).__name__)  # TRL: a bare StopIteration
+        check_quantization(quantization_config, getattr(args, "model_init_kwargs", None), type(self).__name__)
 
         model, processing_class, quantization_config = resolve_adapter_model(  # a PEFT adapter folder as `model`
             model, args, trainer="UnifiedLikelihoodTrainer", quantization_config=quantization_config,
