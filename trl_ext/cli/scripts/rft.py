@@ -95,9 +95,16 @@ class RFTScriptArguments(RLDataArguments):
 
 
 # The demo's defaults (CPU: ~22 min on 2 cores, measured; see the module docstring); each can be overridden.
+#: The demo's answer instruction (the package default, ``ANSWER_FORMAT_INSTRUCTION``, is three times as long).
+DEMO_INSTRUCTION = "Think step by step, then give the final line #### <answer>."
+
 DEMO_DEFAULTS = dict(
     output_dir="outputs/rft",
-    max_steps=40,
+    max_steps=30,
+    # a short prompt (46-48 tokens instead of 90-92: an empty system message, a one-line instruction) makes each update
+    # ~40% cheaper; the base model then rambles more (0.111 held-out accuracy instead of 0.170) and learns to answer
+    system_prompt="",
+    answer_instruction=DEMO_INSTRUCTION,
     per_device_train_batch_size=8,
     num_generations=1,
     max_completion_length=32,
@@ -115,6 +122,7 @@ DEMO_DEFAULTS = dict(
     save_strategy="no",
     report_to="none",
     seed=0,
+    eval_batch_size=256,  # the held-out generation: 90 s for 256 prompts on 2 CPU cores, 140 s in batches of 64
     use_peft=True,
     lora_r=16,
     lora_alpha=32,
