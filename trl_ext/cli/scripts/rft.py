@@ -100,7 +100,7 @@ DEMO_INSTRUCTION = "Think step by step, then give the final line #### <answer>."
 
 DEMO_DEFAULTS = dict(
     output_dir="outputs/rft",
-    max_steps=30,
+    max_steps=25,
     # a short prompt (46-48 tokens instead of 90-92: an empty system message, a one-line instruction) makes each update
     # ~40% cheaper; the base model then rambles more (0.111 held-out accuracy instead of 0.170) and learns to answer
     system_prompt="",
