@@ -62,7 +62,9 @@ class GroupedTrlParser(TrlParser):
     def _add_dataclass_arguments(self, dtype):
         # HfArgumentParser adds every field of a dataclass to one group; this splits them by declaring class. It needs
         # HfArgumentParser._parse_dataclass_field (transformers 4.x-5.x); without it, the stock single group is used.
-        parse_field = getattr(self, "_parse_dataclass_field", None)
+        from ..trainers.trl_compat import trl_parser_field_adder
+
+        parse_field = trl_parser_field_adder(self)
         if parse_field is None or hasattr(dtype, "_argument_group_name"):
             return super()._add_dataclass_arguments(dtype)
         type_hints = get_type_hints(dtype)

@@ -105,6 +105,7 @@ from .trl_compat import (
     grpo_has_reference,
     grpo_kl_loss_term_off,
     grpo_local_slice,
+    grpo_metrics,
     grpo_policy_logps,
     grpo_post_init_allowing_one_generation,
     grpo_reference_logps,
@@ -688,8 +689,8 @@ class RFTTrainer(ResumeMixin, HubPushMixin, ModelCardMixin, VLLMSyncMixin, GRPOT
             "advantages_std": variances[5].sqrt().item(),
         }
         for name, value in stats.items():
-            self._metrics[mode][name].append(value)
-        self._metrics[mode]["beta"].append(float(beta))
+            grpo_metrics(self, mode)[name].append(value)
+        grpo_metrics(self, mode)["beta"].append(float(beta))
         if self.kl_ctl is not None and mode == "train":
             self.kl_ctl.update(stats["kl"], n_steps=valid.size(0) * self.accelerator.num_processes)
 
@@ -768,7 +769,7 @@ class RFTTrainer(ResumeMixin, HubPushMixin, ModelCardMixin, VLLMSyncMixin, GRPOT
             **dict(zip(("vf_loss", "vf_clipfrac", "value_pred_mean"), (sums[2:5] / sums[5].clamp(min=1.0)).tolist())),
         }
         for name, value in metrics.items():
-            self._metrics[mode][name].append(value)
+            grpo_metrics(self, mode)[name].append(value)
 
     def _value_loss_normalizer(self, inputs: dict[str, Any], mode: str) -> Any:
         """Divisor of the local token-mean value loss that makes it a token mean over the global accumulated batch.

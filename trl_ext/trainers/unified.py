@@ -55,6 +55,7 @@ from .trl_compat import (
     dpo_model_hash_skipped,
     dpo_ref_cache_shared_across_processes,
     dpo_reference_context,
+    dpo_tokenizer,
     tokenize_example,
 )
 from .unified_collator import (
@@ -424,7 +425,7 @@ class UnifiedLikelihoodTrainer(ResumeMixin, HubPushMixin, ModelCardMixin, DPOTra
         self._unified_step_sums: defaultdict[str, dict[int, dict[str, list[float]]]] = defaultdict(dict)
         if data_collator is None:
             self.data_collator = DataCollatorForUnifiedLikelihood(
-                pad_token_id=self._tokenizer.pad_token_id,
+                pad_token_id=dpo_tokenizer(self).pad_token_id,
                 max_length=args.max_length,
                 pad_to_multiple_of=None if user_padding_free else args.pad_to_multiple_of,
                 truncation_mode=args.truncation_mode,
@@ -523,7 +524,7 @@ class UnifiedLikelihoodTrainer(ResumeMixin, HubPushMixin, ModelCardMixin, DPOTra
         dataset = dataset.map(
             _tokenize_row,
             with_indices=True,
-            fn_kwargs={"processing_class": processing_class, "eos_token": self._tokenizer.eos_token,
+            fn_kwargs={"processing_class": processing_class, "eos_token": dpo_tokenizer(self).eos_token,
                        "dataset_name": dataset_name},
             **map_kwargs,
         )
