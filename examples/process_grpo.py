@@ -1,5 +1,5 @@
 # Copyright 2025 the trl_ext developers. Apache-2.0.
-"""Process-supervised GRPO on gsm_symbolic with the embedded SmolLM2-135M-Instruct, on CPU in about 10-15 minutes.
+"""Process-supervised GRPO on gsm_symbolic with the embedded SmolLM2-135M-Instruct, on CPU (15 min 37 s measured on 2 cores).
 
 A thin copy of the script shipped inside the package, :mod:`trl_ext.cli.scripts.process_grpo`, which the
 ``trl-ext process-grpo`` command runs (read it for the defaults and every option; ``--help`` lists them). Every
