@@ -1,5 +1,6 @@
 # Copyright 2025 the trl_ext developers. Apache-2.0.
-"""Process-supervised GRPO on gsm_symbolic with the embedded SmolLM2-135M-Instruct, on CPU (15 min 37 s measured on 2 cores).
+"""Process-supervised GRPO on gsm_symbolic with the embedded SmolLM2-135M-Instruct, on CPU (15 min 37 s measured on
+2 cores; not yet tuned: on 24 held-out prompts accuracy stayed at 0.01, the true-step fraction went 0.21 -> 0.26).
 
 A thin copy of the script shipped inside the package, :mod:`trl_ext.cli.scripts.process_grpo`, which the
 ``trl-ext process-grpo`` command runs (read it for the defaults and every option; ``--help`` lists them). Every
