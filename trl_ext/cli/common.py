@@ -100,7 +100,8 @@ class DataArguments(ScriptArguments):
     answer_instruction: str = field(
         default=ANSWER_FORMAT_INSTRUCTION,
         metadata={"help": "Appended (after a blank line) to every plain question, a reasoning-gym task's too; '' "
-                          "appends nothing. The default asks for a final '#### <answer>' line, which the graders read."},
+                          "appends nothing. The default asks for a final '#### <answer>' line, which the graders "
+                          "read."},
     )
     system_prompt: str | None = field(
         default=None,
@@ -191,11 +192,13 @@ def _load_prepared_splits(args: DataArguments, prepare: Callable[..., Any], *, s
     return train, test
 
 
-def task_prompt_options(args: DataArguments) -> dict[str, Any]:
-    """The prompt options of ``args`` as keyword arguments of :func:`~trl_ext.data.rl_dataset` (reasoning-gym tasks
-    get ``--conversational``, ``--system_prompt`` and ``--answer_instruction`` as a user's own questions do)."""
-    return dict(conversational=args.conversational, system_prompt=args.system_prompt,
-                instruction=args.answer_instruction)
+def task_split(args: RLDataArguments, size: int, *, seed: int, split: str, **task_config: Any):
+    """``size`` prompts of the reasoning-gym task ``args.task`` (:func:`~trl_ext.data.rl_dataset`), shaped by the same
+    ``--conversational``, ``--system_prompt`` and ``--answer_instruction`` as a user's own questions."""
+    from ..data import rl_dataset
+
+    return rl_dataset(args.task, size, seed=seed, split=split, conversational=args.conversational,
+                      system_prompt=args.system_prompt, instruction=args.answer_instruction, **task_config)
 
 
 def load_rl_splits(args: RLDataArguments, *, seed: int, require_test: bool) -> tuple[Any, Any | None]:

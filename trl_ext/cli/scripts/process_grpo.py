@@ -39,9 +39,8 @@ from trl_ext.cli.common import (
     load_rl_splits,
     resolve_reward_funcs,
     run_script,
-    task_prompt_options,
+    task_split,
 )
-from trl_ext.data import rl_dataset
 from trl_ext.evaluation import evaluate_accuracy
 from trl_ext.models import resolve_model_name_or_path
 from trl_ext.models.adapters import peft_config_for
@@ -121,10 +120,8 @@ def build_datasets(script_args: ScriptArguments, training_args: ProcessGRPOConfi
         train, test = load_rl_splits(script_args, seed=training_args.seed, require_test=eval_needed)
         heldout = test.select(range(min(script_args.eval_size, len(test)))) if test is not None else None
         return train, test if eval_needed else None, heldout, script_args.dataset_name
-    train = rl_dataset(script_args.task, script_args.train_size, seed=training_args.seed,
-                       **task_prompt_options(script_args))
-    heldout = rl_dataset(script_args.task, script_args.eval_size, seed=training_args.seed, split="eval",
-                         **task_prompt_options(script_args))
+    train = task_split(script_args, script_args.train_size, seed=training_args.seed, split="train")
+    heldout = task_split(script_args, script_args.eval_size, seed=training_args.seed, split="eval")
     return train, heldout if eval_needed else None, heldout, script_args.task
 
 

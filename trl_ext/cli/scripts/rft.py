@@ -26,8 +26,9 @@ tokens instead of 90-92, so an update costs ~15 s instead of 26.5 s on 2 cores),
 the first updates learned to stop early rather than to answer: benchmarks/README.md), held-out accuracy on 256
 prompts with greedy answers of at most 32 tokens (the training budget), generated in batches of 256. Measured with
 ``make demo`` in fresh clones on the 2-core machine: held-out accuracy 0.082 → 0.350 (n=256; binomial standard
-errors 0.017 and 0.030), 12 min 39 s and 11 min 54 s in two runs in a row, install included. Much of the gain is learning to answer briefly: with
-this prompt the base model rambles (85% of its first sampled completions hit the 32-token limit, 15% by update 25).
+errors 0.017 and 0.030), 12 min 39 s and 11 min 54 s in two runs in a row, install included. Much of the gain is
+learning to answer briefly: with this prompt the base model rambles (85% of its first sampled completions hit the
+32-token limit, 15% by update 25).
 
 Why LoRA by default: LoRA (r=16 on all projections) lets it use a high learning rate (2e-4) on few parameters, so
 the policy improves within those updates, where full fine-tuning of all 135M weights is usually run at ~1e-6 for RL;
@@ -52,9 +53,8 @@ from trl_ext.cli.common import (
     load_rl_splits,
     resolve_reward_funcs,
     run_script,
-    task_prompt_options,
+    task_split,
 )
-from trl_ext.data import rl_dataset
 from trl_ext.evaluation import evaluate_accuracy
 from trl_ext.models import resolve_model_name_or_path
 from trl_ext.models.adapters import peft_config_for, tokenizer_source
@@ -95,15 +95,15 @@ class RFTScriptArguments(RLDataArguments):
     )
 
 
-# The demo's defaults (CPU: ~13 min on 2 cores, measured; see the module docstring); each can be overridden.
 #: The demo's answer instruction (the package default, ``ANSWER_FORMAT_INSTRUCTION``, is three times as long).
 DEMO_INSTRUCTION = "Think step by step, then give the final line #### <answer>."
 
+# The demo's defaults (CPU: ~13 min on 2 cores, measured; see the module docstring); each can be overridden.
 DEMO_DEFAULTS = dict(
     output_dir="outputs/rft",
     max_steps=25,
     # a short prompt (46-48 tokens instead of 90-92: an empty system message, a one-line instruction) makes each update
-    # ~40% cheaper; the base model then rambles more (0.111 held-out accuracy instead of 0.170) and learns to answer
+    # ~40% cheaper; the base model then rambles more (0.082 held-out accuracy instead of 0.170) and learns to answer
     system_prompt="",
     answer_instruction=DEMO_INSTRUCTION,
     per_device_train_batch_size=8,
@@ -140,12 +140,11 @@ def build_datasets(script_args: RFTScriptArguments, training_args: RFTConfig):
         return train, test if eval_needed else None, heldout if script_args.eval_size else None, \
             script_args.dataset_name
     task_config = json.loads(script_args.task_config) if script_args.task_config else {}
-    train = rl_dataset(script_args.task, script_args.train_size, seed=training_args.seed, split="train",
-                       **task_prompt_options(script_args), **task_config)
+    train = task_split(script_args, script_args.train_size, seed=training_args.seed, split="train", **task_config)
     heldout = None
     if script_args.eval_size or eval_needed:
-        heldout = rl_dataset(script_args.task, script_args.eval_size or 64, seed=training_args.seed, split="eval",
-                             **task_prompt_options(script_args), **task_config)
+        heldout = task_split(script_args, script_args.eval_size or 64, seed=training_args.seed, split="eval",
+                             **task_config)
     return train, heldout if eval_needed else None, heldout if script_args.eval_size else None, script_args.task
 
 
