@@ -260,7 +260,7 @@ def test_broken_bitsandbytes_does_not_break_imports(tmp_path):
         "from trl_ext.trainers.rft import RFTTrainer\n"
         "from trl_ext.trainers import rft_checks\n"
         "try:\n"
-        "    rft_checks.check_quantization({'load_in_4bit': True}, None)\n"
+        "    rft_checks.check_quantization({'load_in_4bit': True}, None, 'RFTTrainer')\n"
         "except ImportError as err:\n"
         "    print('REFUSED', err)\n"
         "print('IMPORTED')\n"

@@ -58,7 +58,7 @@ def is_bitsandbytes_available() -> bool:
     return importlib.util.find_spec("bitsandbytes") is not None
 
 
-def check_quantization(quantization_config: Any, model_init_kwargs: dict | None, trainer: str = "RFTTrainer") -> None:
+def check_quantization(quantization_config: Any, model_init_kwargs: dict | None, trainer: str) -> None:
     """Raise ``ImportError`` naming ``trainer`` if the quantization config (argument or ``model_init_kwargs``) needs a
     missing or broken bitsandbytes."""
     config = quantization_config

@@ -373,7 +373,7 @@ class UnifiedLikelihoodTrainer(ResumeMixin, HubPushMixin, ModelCardMixin, DPOTra
         elif isinstance(eval_dataset, dict):
             eval_dataset = {k: mix_datasets(v) if isinstance(v, (list, tuple)) else v for k, v in eval_dataset.items()}
         check_not_empty(train_dataset, "train_dataset", type(self).__name__)  # TRL: a bare StopIteration
-        check_quantization(quantization_config, getattr(args, "model_init_kwargs", None), type(self).__name__)
+        check_quantization(quantization_config, args.model_init_kwargs, type(self).__name__)
 
         model, processing_class, quantization_config = resolve_adapter_model(  # a PEFT adapter folder as `model`
             model, args, trainer="UnifiedLikelihoodTrainer", quantization_config=quantization_config,
