@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import itertools
 import json
 import random
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import reasoning_gym
@@ -148,6 +149,14 @@ def _check_task_config(task: str, config: dict[str, Any]) -> None:
         raise ValueError(f"unknown config key(s) {unknown} for task {task!r}; known: {sorted(known)}")
 
 
+def _first_rows(size: int, rows: Iterable[dict[str, Any]]) -> Dataset:
+    """The first ``size`` of ``rows`` (one dict per row, the same keys in each) as a Dataset, columns in key order.
+
+    Stops pulling after the ``size``-th row, so a source that would run dry later raises nothing.
+    """
+    return Dataset.from_list(list(itertools.islice(rows, size)))
+
+
 # ----------------------------------------------------------------------------------------------- builders
 
 
@@ -186,24 +195,42 @@ def rl_dataset(
     if not isinstance(instruction, str):
         raise ValueError(f"instruction must be a str ('' for none), got {type(instruction).__name__}")
     _check_task_config(task, task_config)
-    rows: dict[str, list[Any]] = {"prompt": [], "answer": [], "task": [], "metadata": []}
-    for entry in _split_entries(task, size, seed, split, eval_fraction, task_config, "RL prompts"):
-        rows["prompt"].append(question_prompt(entry["question"], conversational, system_prompt, instruction))
-        rows["answer"].append(str(entry["answer"]))
-        rows["task"].append(task)
-        rows["metadata"].append(json.dumps(entry["metadata"], sort_keys=True, default=str))
-        if len(rows["prompt"]) == size:
-            break
-    return Dataset.from_dict(rows)
+    entries = _split_entries(task, size, seed, split, eval_fraction, task_config, "RL prompts")
+    rows = (
+        {
+            "prompt": question_prompt(entry["question"], conversational, system_prompt, instruction),
+            "answer": str(entry["answer"]),
+            "task": task,
+            "metadata": json.dumps(entry["metadata"], sort_keys=True, default=str),
+        }
+        for entry in entries
+    )
+    return _first_rows(size, rows)
 
 
-def _solutions(size: int, seed: int, split: str, eval_fraction: float, what: str) -> Iterator[tuple[str, str, str]]:
-    """(question, normalised solution, answer) for gsm_symbolic items whose solution normalises."""
-    for entry in _split_entries(_SOLUTION_TASK, size, seed, split, eval_fraction, {}, what):
-        answer = str(entry["answer"])
-        solution = normalise_solution(entry["metadata"].get("answer_cot", ""), answer)
-        if solution is not None:
-            yield entry["question"], solution, answer
+def _solution_dataset(
+    size: int,
+    seed: int,
+    split: str,
+    conversational: bool,
+    eval_fraction: float,
+    system_prompt: str | None,
+    what: str,
+    columns: Callable[[str, str, str], dict[str, Any] | None],
+) -> Dataset:
+    """``size`` rows built from gsm_symbolic items whose solution normalises: ``prompt`` (the question), then the
+    columns ``columns(question, normalised solution, answer)`` returns; an item it returns None for is skipped."""
+    _check_common(size, seed, split, eval_fraction, conversational, system_prompt)
+
+    def rows() -> Iterator[dict[str, Any]]:
+        for entry in _split_entries(_SOLUTION_TASK, size, seed, split, eval_fraction, {}, what):
+            question, answer = entry["question"], str(entry["answer"])
+            solution = normalise_solution(entry["metadata"].get("answer_cot", ""), answer)
+            row = None if solution is None else columns(question, solution, answer)
+            if row is not None:
+                yield {"prompt": question_prompt(question, conversational, system_prompt), **row}
+
+    return _first_rows(size, rows())
 
 
 def demonstration_dataset(
@@ -226,15 +253,11 @@ def demonstration_dataset(
         >>> ds[0]["completion"].endswith("#### " + ds[0]["answer"])
         True
     """
-    _check_common(size, seed, split, eval_fraction, conversational, system_prompt)
-    rows: dict[str, list[Any]] = {"prompt": [], "completion": [], "answer": []}
-    for question, solution, answer in _solutions(size, seed, split, eval_fraction, "demonstrations"):
-        rows["prompt"].append(question_prompt(question, conversational, system_prompt))
-        rows["completion"].append(_completion(solution, conversational))
-        rows["answer"].append(answer)
-        if len(rows["prompt"]) == size:
-            break
-    return Dataset.from_dict(rows)
+
+    def columns(question: str, solution: str, answer: str) -> dict[str, Any]:
+        return {"completion": _completion(solution, conversational), "answer": answer}
+
+    return _solution_dataset(size, seed, split, conversational, eval_fraction, system_prompt, "demonstrations", columns)
 
 
 def preference_dataset(
@@ -261,20 +284,20 @@ def preference_dataset(
         >>> row["rejected"] != row["chosen"] and not row["rejected"].endswith("#### " + row["answer"])
         True
     """
-    _check_common(size, seed, split, eval_fraction, conversational, system_prompt)
-    rows: dict[str, list[Any]] = {"prompt": [], "chosen": [], "rejected": [], "answer": [], "corrupted_step": []}
-    for question, solution, answer in _solutions(size, seed, split, eval_fraction, "preference pairs"):
+
+    def columns(question: str, solution: str, answer: str) -> dict[str, Any] | None:
         bad = corrupt_solution(solution, question, answer, seed=_row_seed(seed, question))
         if bad is None:
-            continue
-        rows["prompt"].append(question_prompt(question, conversational, system_prompt))
-        rows["chosen"].append(_completion(solution, conversational))
-        rows["rejected"].append(_completion(bad.text, conversational))
-        rows["answer"].append(answer)
-        rows["corrupted_step"].append(bad.corrupted_step)
-        if len(rows["prompt"]) == size:
-            break
-    return Dataset.from_dict(rows)
+            return None
+        return {
+            "chosen": _completion(solution, conversational),
+            "rejected": _completion(bad.text, conversational),
+            "answer": answer,
+            "corrupted_step": bad.corrupted_step,
+        }
+
+    what = "preference pairs"
+    return _solution_dataset(size, seed, split, conversational, eval_fraction, system_prompt, what, columns)
 
 
 def step_labelled_dataset(
@@ -299,9 +322,8 @@ def step_labelled_dataset(
         >>> all(len(r["completions"]) == len(r["labels"]) for r in ds)
         True
     """
-    _check_common(size, seed, split, eval_fraction, conversational, system_prompt)
-    rows: dict[str, list[Any]] = {"prompt": [], "completions": [], "labels": [], "answer": []}
-    for question, solution, answer in _solutions(size, seed, split, eval_fraction, "step-labelled solutions"):
+
+    def columns(question: str, solution: str, answer: str) -> dict[str, Any]:
         row_seed = _row_seed(seed, question)
         bad = None
         if random.Random(f"label|{row_seed}").random() < 0.5:
@@ -312,10 +334,7 @@ def step_labelled_dataset(
         else:
             steps = list(bad.steps)
             labels = [i < bad.corrupted_step for i in range(len(steps))]
-        rows["prompt"].append(question_prompt(question, conversational, system_prompt))
-        rows["completions"].append(steps)
-        rows["labels"].append(labels)
-        rows["answer"].append(answer)
-        if len(rows["prompt"]) == size:
-            break
-    return Dataset.from_dict(rows)
+        return {"completions": steps, "labels": labels, "answer": answer}
+
+    what = "step-labelled solutions"
+    return _solution_dataset(size, seed, split, conversational, eval_fraction, system_prompt, what, columns)
