@@ -241,6 +241,24 @@ def _columns(kwargs: Mapping[str, Any], n: int) -> dict[str, list[Any]]:
     return {key: values for key, values in columns.items() if values is not None}
 
 
+_REL_TOL, _ABS_TOL = 1e-6, 1e-9  # the default tolerances of the graders that compare numbers
+
+
+class _ToleranceGrader(Grader):
+    """A grader that compares numbers within ``math.isclose(rel_tol, abs_tol)`` (:class:`NumericMatch`,
+    :class:`~trl_ext.rewards.MathVerify`): both tolerances checked (finite, >= 0) and named in the default
+    ``__name__`` when they differ from the defaults."""
+
+    def __init__(self, rel_tol: float = _REL_TOL, abs_tol: float = _ABS_TOL, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.rel_tol = _check_tolerance("rel_tol", rel_tol)
+        self.abs_tol = _check_tolerance("abs_tol", abs_tol)
+        self._rename()
+
+    def _name_params(self) -> dict[str, tuple[Any, Any]]:
+        return {**super()._name_params(), "rel_tol": (self.rel_tol, _REL_TOL), "abs_tol": (self.abs_tol, _ABS_TOL)}
+
+
 class ExactMatch(Grader):
     """1.0 if the answer equals the reference after normalisation, else 0.0.
 
@@ -286,7 +304,7 @@ class ExactMatch(Grader):
         return float(_normalize(prediction) == _normalize(reference))
 
 
-class NumericMatch(Grader):
+class NumericMatch(_ToleranceGrader):
     """1.0 if the stated number equals the reference within ``math.isclose(rel_tol, abs_tol)``, else 0.0.
 
     The prediction is the number the extracted answer states (:func:`~trl_ext.rewards.stated_number`:
@@ -305,15 +323,6 @@ class NumericMatch(Grader):
     """
 
     default_name = "numeric_match"
-
-    def __init__(self, rel_tol: float = 1e-6, abs_tol: float = 1e-9, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.rel_tol = _check_tolerance("rel_tol", rel_tol)
-        self.abs_tol = _check_tolerance("abs_tol", abs_tol)
-        self._rename()
-
-    def _name_params(self) -> dict[str, tuple[Any, Any]]:
-        return {**super()._name_params(), "rel_tol": (self.rel_tol, 1e-6), "abs_tol": (self.abs_tol, 1e-9)}
 
     def score(self, prediction: str | None, reference: str | None, row: dict[str, Any]) -> float | None:
         ref = _reference_number(reference)

@@ -20,7 +20,7 @@ from functools import lru_cache
 from typing import Any
 
 from .extract import _stated, numbers_match, reference_answer
-from .graders import Grader, Reward, _check_tolerance
+from .graders import _ABS_TOL, _REL_TOL, Reward, _ToleranceGrader
 
 __all__ = ["MathVerify", "is_math_verify_available", "math_verify_match"]
 
@@ -74,7 +74,7 @@ def _mv_verify(gold: tuple, target: tuple, timeout: int | None) -> bool:
         return False
 
 
-class MathVerify(Grader):
+class MathVerify(_ToleranceGrader):
     """1.0 if the answer equals the reference numerically or symbolically, else 0.0.
 
     Per sample:
@@ -97,15 +97,9 @@ class MathVerify(Grader):
 
     default_name = "math_verify"
 
-    def __init__(self, rel_tol: float = 1e-6, abs_tol: float = 1e-9, **kwargs: Any) -> None:
+    def __init__(self, rel_tol: float = _REL_TOL, abs_tol: float = _ABS_TOL, **kwargs: Any) -> None:
         _require_math_verify()
-        super().__init__(**kwargs)
-        self.rel_tol = _check_tolerance("rel_tol", rel_tol)
-        self.abs_tol = _check_tolerance("abs_tol", abs_tol)
-        self._rename()
-
-    def _name_params(self) -> dict[str, tuple[Any, Any]]:
-        return {**super()._name_params(), "rel_tol": (self.rel_tol, 1e-6), "abs_tol": (self.abs_tol, 1e-9)}
+        super().__init__(rel_tol, abs_tol, **kwargs)
 
     def _safe_score(self, completion: Any, reference: Any, row: dict[str, Any]) -> Reward:
         row = {**row, "_completion": completion}
