@@ -759,7 +759,7 @@ def test_math_verify_missing_package_is_a_clear_error(monkeypatch):
 
 
 def test_check_rewards_not_all_none_names_function_and_column():
-    from trl_ext.trainers.rft_checks import check_rewards_not_all_none
+    from trl_ext.trainers.checks import check_rewards_not_all_none
 
     check_rewards_not_all_none("g", [None, 0.0])  # one applicable sample is enough
     check_rewards_not_all_none("g", [])

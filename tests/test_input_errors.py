@@ -17,7 +17,7 @@ from trl_ext.rewards.process import ProcessRewardModel, check_process_rewards
 from trl_ext.trainers.prm import PRMConfig, PRMTrainer
 from trl_ext.trainers.process_grpo import ProcessGRPOConfig, ProcessGRPOTrainer
 from trl_ext.trainers.rft import RFTConfig, RFTTrainer
-from trl_ext.trainers.rft_checks import RolloutChecks
+from trl_ext.trainers.checks import RolloutChecks
 from trl_ext.trainers.unified import UnifiedLikelihoodConfig, UnifiedLikelihoodTrainer
 from trl_ext.trainers.unified_collator import check_row_format
 
@@ -266,9 +266,9 @@ def test_unified_chat_prompt_with_plain_string_completion_names_row_and_columns(
 def test_load_in_4bit_without_bitsandbytes_names_the_trainer(trainer, tiny_model_path, tmp_path, monkeypatch):
     from transformers import BitsAndBytesConfig
 
-    from trl_ext.trainers import rft_checks
+    from trl_ext.trainers import checks
 
-    monkeypatch.setattr(rft_checks, "is_bitsandbytes_available", lambda: False)
+    monkeypatch.setattr(checks, "is_bitsandbytes_available", lambda: False)
     q = BitsAndBytesConfig(load_in_4bit=True)
     name = {**NAMES, "unified": "UnifiedLikelihoodTrainer"}[trainer]
     with pytest.raises(ImportError, match=rf"^{name}: the quantization_config asks for load_in_4bit=True .*not installed"):

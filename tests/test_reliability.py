@@ -258,9 +258,9 @@ def test_broken_bitsandbytes_does_not_break_imports(tmp_path):
     code = (
         "import trl_ext\n"
         "from trl_ext.trainers.rft import RFTTrainer\n"
-        "from trl_ext.trainers import rft_checks\n"
+        "from trl_ext.trainers import checks\n"
         "try:\n"
-        "    rft_checks.check_quantization({'load_in_4bit': True}, None, 'RFTTrainer')\n"
+        "    checks.check_quantization({'load_in_4bit': True}, None, 'RFTTrainer')\n"
         "except ImportError as err:\n"
         "    print('REFUSED', err)\n"
         "print('IMPORTED')\n"

@@ -25,7 +25,7 @@ from trl_ext.models.value_head import (
     load_policy_and_value_head,
 )
 from trl_ext.rewards import FuzzySimilarity, NumericMatch
-from trl_ext.trainers import rft_checks
+from trl_ext.trainers import checks
 from trl_ext.core.masked import masked_moments
 from trl_ext.trainers.rft import RFTConfig, RFTTrainer, explained_variance, explained_variance_from_moments
 
@@ -211,18 +211,18 @@ def _plain_forward(trainer, out):
     return hidden, logps, ref_logps
 
 
-@pytest.mark.parametrize("from_training_forward", [True, False], ids=["values-from-training-forward", "rollout-forward"])
-def test_rollout_values_gae_and_loss_agree_with_core(tiny_model_path, tmp_path, from_training_forward):
+@pytest.mark.parametrize("move_old_values", [False, True], ids=["value-clip-inactive", "value-clip-active"])
+def test_rollout_values_gae_and_loss_agree_with_core(tiny_model_path, tmp_path, move_old_values):
     """V_old, returns, advantages and the loss inside the trainer equal trl_ext.core applied to independently
-    computed inputs, whether V_old comes from the training forward (default) or from a separate rollout forward."""
+    computed inputs; at the first update of a rollout (V == V_old, the clip inactive) and with V_old moved so that
+    the value clip is active."""
     beta, gamma, lam, penalty, vf_coef, clip = 0.1, 0.9, 0.8, 0.5, 0.3, 0.05
     args = _args(tmp_path, beta=beta, gamma=gamma, lam=lam, missing_eos_penalty=penalty, vf_coef=vf_coef,
-                 cliprange_value=clip, values_from_training_forward=from_training_forward)
+                 cliprange_value=clip)
     trainer = RFTTrainer(model=tiny_model_path, reward_funcs=char_variety, args=args, train_dataset=_dataset())
     trainer.model.train()
     trainer.current_gradient_accumulation_steps = 1  # set by the training loop otherwise
     out = trainer._generate_and_score_completions(next(iter(trainer.get_train_dataloader())))
-    assert ("old_values" in out) != from_training_forward
 
     hidden, logps, ref_logps = _plain_forward(trainer, out)
     mask = out["completion_mask"]
@@ -237,16 +237,13 @@ def test_rollout_values_gae_and_loss_agree_with_core(tiny_model_path, tmp_path, 
     advantages, returns = gae(rewards, values, mask, gamma=gamma, lam=lam)
     advantages = whiten(advantages, mask)
 
-    if not from_training_forward:
-        torch.testing.assert_close(out["old_values"], values, atol=1e-5, rtol=1e-4)  # from the rollout forward
-        # move V_old so that value clipping is active in the loss below
-        out["old_values"] = out["old_values"] + 0.3 * torch.randn_like(out["old_values"])
-    loss = trainer._compute_loss(trainer.model, out)  # in the default mode this fills old_values/returns/advantages
-    if from_training_forward:
-        torch.testing.assert_close(out["old_values"], values, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(out["old_values"], values, atol=1e-5, rtol=1e-4)  # from the rollout forward
     torch.testing.assert_close(out["returns"], returns, atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(out["advantages"], advantages, atol=1e-4, rtol=1e-4)
     assert out["advantages"].shape == mask.shape
+    if move_old_values:  # so that value clipping is active in the loss below
+        out["old_values"] = out["old_values"] + 0.3 * torch.randn_like(out["old_values"])
+    loss = trainer._compute_loss(trainer.model, out)
 
     assert trainer.beta == 0.0 and trainer.kl_coef == beta  # TRL's KL *loss* coefficient is off; RFT's β is its own
     trl_policy_loss = GRPOTrainer._compute_loss(trainer, trainer.model, out)
@@ -255,7 +252,7 @@ def test_rollout_values_gae_and_loss_agree_with_core(tiny_model_path, tmp_path, 
     metrics = trainer._metrics["train"]
     assert metrics["vf_loss"][-1] == pytest.approx(vf_loss.item(), rel=1e-4)
     assert metrics["vf_clipfrac"][-1] == pytest.approx(vf_clipfrac.item())
-    assert (vf_clipfrac > 0) == (not from_training_forward)  # V == V_old at the first update of a rollout
+    assert (vf_clipfrac > 0) == move_old_values  # V == V_old at the first update of a rollout
     # with loss_type="dapo" (or "bnpo"), one process, no accumulation: TRL's surrogate is trl_ext.core.ppo_policy_loss
     core_pg, _ = ppo_policy_loss(logps, logps, out["advantages"], mask, 0.2, 0.2)
     assert metrics["pg_loss"][-1] == pytest.approx(trl_policy_loss.item(), abs=1e-5)
@@ -265,7 +262,7 @@ def test_rollout_values_gae_and_loss_agree_with_core(tiny_model_path, tmp_path, 
 def test_single_process_default_dapo_loss_equals_bnpo_bit_for_bit(tiny_model_path, tmp_path):
     """One process, no accumulation: the new default loss_type="dapo" (policy and value loss normalised by the global
     token count) gives exactly the loss of the former default "bnpo" (local token count)."""
-    args = _args(tmp_path, values_from_training_forward=False, vf_coef=0.3)
+    args = _args(tmp_path, vf_coef=0.3)
     trainer = RFTTrainer(model=tiny_model_path, reward_funcs=char_variety, args=args, train_dataset=_dataset())
     trainer.model.train()
     trainer.current_gradient_accumulation_steps = 1
@@ -279,11 +276,10 @@ def test_single_process_default_dapo_loss_equals_bnpo_bit_for_bit(tiny_model_pat
     assert losses["dapo"].item() != 0.0 and torch.equal(losses["dapo"], losses["bnpo"])
 
 
-@pytest.mark.parametrize("from_training_forward", [True, False], ids=["values-from-training-forward", "rollout-forward"])
-def test_value_head_gradient_comes_from_the_value_loss_only(tiny_model_path, tmp_path, from_training_forward):
+def test_value_head_gradient_comes_from_the_value_loss_only(tiny_model_path, tmp_path):
     """The policy loss sends no gradient into the value head: its gradient is exactly vf_coef * d(vf_loss)."""
     vf_coef = 0.3
-    args = _args(tmp_path, vf_coef=vf_coef, values_from_training_forward=from_training_forward)
+    args = _args(tmp_path, vf_coef=vf_coef)
     trainer = RFTTrainer(model=tiny_model_path, reward_funcs=char_variety, args=args, train_dataset=_dataset())
     trainer.model.train()
     trainer.current_gradient_accumulation_steps = 1
@@ -365,7 +361,7 @@ def test_none_rewards_are_skipped_as_in_trl(tiny_model_path, tmp_path):
         return [None if i % 2 else 1.0 for i in range(len(completions))]
 
     trainer = RFTTrainer(model=tiny_model_path, reward_funcs=half_none, train_dataset=_dataset(),
-                         args=_args(tmp_path, values_from_training_forward=False))
+                         args=_args(tmp_path))
     trainer.model.train()
     out = trainer._generate_and_score_completions(next(iter(trainer.get_train_dataloader())))
     assert torch.all(out["value_mask"][1::2] == 0) and torch.all(out["advantages"][1::2] == 0)
@@ -597,7 +593,7 @@ def test_error_reward_model_with_other_tokenizer_and_no_processing_class(tiny_mo
 def test_error_load_in_4bit_without_bitsandbytes(tiny_model_path, tmp_path, monkeypatch):
     from transformers import BitsAndBytesConfig
 
-    monkeypatch.setattr(rft_checks, "is_bitsandbytes_available", lambda: False)
+    monkeypatch.setattr(checks, "is_bitsandbytes_available", lambda: False)
     with pytest.raises(ImportError, match="load_in_4bit=True.*bitsandbytes"):
         RFTTrainer(model=tiny_model_path, reward_funcs=char_variety, args=_args(tmp_path), train_dataset=_dataset(),
                    quantization_config=BitsAndBytesConfig(load_in_4bit=True))

@@ -128,7 +128,6 @@ def _update_loss(batch, logps, old_logps, values, old_values, targets, eps_low, 
 
 CONFIGS = {
     "default": {},
-    "rollout-forward": {"values_from_training_forward": False},
     "two-iterations": {"num_iterations": 2, "gamma": 0.99, "lam": 0.9, "epsilon": 0.1, "epsilon_high": 0.3,
                        "cliprange_value": 0.5},
     "adaptive-kl": {"kl_target": 0.002, "kl_horizon": 20.0},

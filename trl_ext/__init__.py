@@ -37,7 +37,7 @@ class _BrokenBitsandbytesGuard:
     peft (imported by transformers' Trainer) and transformers import bitsandbytes eagerly and only tolerate an
     ``ImportError``; any other exception from a broken install would break ``import trl_ext.trainers`` even when no
     4-bit model is asked for. bitsandbytes stays lazy (nothing is imported here); its real error is chained, and
-    :func:`trl_ext.trainers.rft_checks.check_quantization` reports it when 4-bit / 8-bit is requested.
+    :func:`trl_ext.trainers.checks.check_quantization` reports it when 4-bit / 8-bit is requested.
     """
 
     _busy = False

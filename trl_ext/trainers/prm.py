@@ -57,7 +57,7 @@ from ..hub import HubPushMixin
 from ..model_card import ModelCardMixin
 from ..text import prompt_text
 from .checkpointing import ResumeMixin
-from .rft_checks import check_not_empty, check_tokenizer_fits
+from .checks import check_not_empty, check_tokenizer_fits
 
 __all__ = ["CORRECT_LABEL", "ID2LABEL", "LABEL2ID", "PRMConfig", "PRMTrainer", "check_step_row", "tokenize_step_row"]
 

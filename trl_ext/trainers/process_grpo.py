@@ -24,9 +24,14 @@ Edge cases, by design:
 Logged metrics (``process/…``): ``steps_per_completion``, ``step_reward_mean``, ``frac_correct_steps`` (scored steps
 with reward ≥ ``args.correct_step_threshold``), ``frac_scored_steps``, ``frac_outcome_only``, ``<func>/mean`` per
 process reward function, ``advantage_mean``/``advantage_std``/``advantage_min``/``advantage_max`` over completion
-tokens, ``scoring_time`` (seconds in process reward functions) and ``overhead_time`` (step splitting, gathering and
-advantage math). The completions table gets a ``step_rewards`` column, and its ``advantage`` column shows ``Â`` at the
-first completion token (the sum of the completion's normalised step rewards).
+tokens, ``scoring_time`` (seconds in process reward functions) and ``overhead_time`` (step splitting and gathering).
+The completions table gets a ``step_rewards`` column, and its ``advantage`` column shows ``Â`` at the first completion
+token (the sum of the completion's normalised step rewards).
+
+The ``(B, T)`` advantage, from reward to loss, all in this file: :meth:`ProcessGRPOTrainer.score_rollout` (called by
+TRL with the decoded completions) splits each completion into steps and scores them; when TRL hands over the rollout
+batch, :meth:`ProcessGRPOTrainer.token_advantages` pools, normalises and sums them to go, and
+:class:`~trl_ext.trainers.grpo_base.GRPOBase` puts the result in ``batch["advantages"]``, which TRL's loss reads.
 
 Example:
     >>> from trl_ext.rewards.process import ArithmeticStepVerifier
@@ -41,7 +46,6 @@ Example:
 
 from __future__ import annotations
 
-import inspect
 import math
 import time
 from dataclasses import dataclass, field
@@ -50,34 +54,21 @@ from typing import Any
 import torch
 from accelerate.utils import gather_object
 from torch import nn
-from trl import GRPOConfig, GRPOTrainer
+from trl import GRPOConfig
 
 from ..core import process_advantages
-from ..hub import HubPushMixin
-from ..model_card import ModelCardMixin
-from ..models.adapters import AdapterFolderArguments, resolve_adapter_model, use_base_as_reference
+from ..models.adapters import AdapterFolderArguments
 from ..rewards.process import ProcessRewardModel, check_process_rewards, completion_steps, skipped_token_ids
-from .checkpointing import ResumeMixin
-from .rft_checks import (
-    RolloutChecks,
-    check_not_empty,
-    check_prompt_column,
-    check_prompts_not_none,
-    check_quantization,
-    check_tokenizer_fits,
-    probe_reward_funcs,
-    resolve_reward_processing_classes,
-    validated_reward_func,
-)
+from .checks import callable_name, check_tokenizer_fits, is_async_callable
+from .grpo_base import GRPOBase, RolloutRewards, as_list
 from .trl_compat import (
     grpo_local_slice,
     grpo_log_extra,
     grpo_log_metric,
+    grpo_metrics,
     grpo_num_generations,
-    grpo_replace_logged_advantages,
     grpo_tokenizer,
 )
-from .vllm_sync import VLLMSyncMixin
 
 __all__ = ["ProcessGRPOConfig", "ProcessGRPOTrainer"]
 
@@ -170,11 +161,7 @@ def mean_step_reward(completions, **kwargs):
     raise RuntimeError("mean_step_reward is filled in by ProcessGRPOTrainer._calculate_rewards and never called.")
 
 
-def _func_name(fn: Any) -> str:
-    return getattr(fn, "__name__", None) or type(fn).__name__
-
-
-class ProcessGRPOTrainer(ResumeMixin, HubPushMixin, ModelCardMixin, VLLMSyncMixin, GRPOTrainer):
+class ProcessGRPOTrainer(GRPOBase):
     """TRL's ``GRPOTrainer`` with process supervision: per-step rewards, pooled normalisation, reward-to-go.
 
     Args:
@@ -210,6 +197,8 @@ class ProcessGRPOTrainer(ResumeMixin, HubPushMixin, ModelCardMixin, VLLMSyncMixi
 
     _tag_names = ["trl", "trl-ext", "grpo", "process-supervision"]
     _name = "ProcessGRPO"  # _paper: GRPOTrainer's, DeepSeekMath (process supervision is its §4.1.3)
+    _config_class = ProcessGRPOConfig  # a plain GRPOConfig is accepted too (the process fields take their defaults)
+    _accepted_configs = (GRPOConfig,)
     _card_template = "process_grpo.md"
     _card_hyperparameters = (
         "step_separator", "process_reward_weights", "outcome_reward_weight", "scale_rewards", "num_generations",
@@ -226,62 +215,35 @@ class ProcessGRPOTrainer(ResumeMixin, HubPushMixin, ModelCardMixin, VLLMSyncMixi
 
     def __init__(
         self,
-        model,
-        reward_funcs=None,
+        model: Any,
+        reward_funcs: Any = None,
         args: GRPOConfig | None = None,
-        train_dataset=None,
-        eval_dataset=None,
-        processing_class=None,
-        reward_processing_classes=None,
-        callbacks=None,
-        optimizers=(None, None),
-        peft_config=None,
+        train_dataset: Any = None,
+        eval_dataset: Any = None,
+        processing_class: Any = None,
+        reward_processing_classes: Any = None,
+        callbacks: list | None = None,
+        optimizers: tuple = (None, None),
+        quantization_config: Any = None,
+        peft_config: Any = None,
+        *,
         process_reward_funcs: Any = None,
-        **kwargs,
-    ):
-        if args is None:
-            name = model if isinstance(model, str) else getattr(model.config, "_name_or_path", "model")
-            args = ProcessGRPOConfig(f"{str(name).rstrip('/').split('/')[-1]}-ProcessGRPO")
+        **kwargs: Any,
+    ) -> None:
+        args = self._resolve_args(model, args)
         for key, default in _PROCESS_DEFAULTS.items():
             if not hasattr(args, key):  # a plain GRPOConfig: drop-in with the process defaults
                 setattr(args, key, default)
         self.step_separator = _check_separator(args.step_separator)
-
-        if process_reward_funcs is None:
-            process_reward_funcs = []
-        elif not isinstance(process_reward_funcs, (list, tuple)):
-            process_reward_funcs = [process_reward_funcs]
-        process_reward_funcs = list(process_reward_funcs)
-        for i, fn in enumerate(process_reward_funcs):
-            if isinstance(fn, nn.Module):
-                raise ValueError(
-                    f"process_reward_funcs[{i}] is a bare {type(fn).__name__}; wrap a token-classification PRM in "
-                    "trl_ext.rewards.process.ProcessRewardModel(model, tokenizer) so its steps can be scored."
-                )
-            if not callable(fn):
-                raise ValueError(f"process_reward_funcs[{i}] ({fn!r}) is not callable.")
-            if inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(getattr(fn, "__call__", None)):
-                raise ValueError(
-                    f"process_reward_funcs[{i}] ('{_func_name(fn)}') is async; pass a synchronous callable."
-                )
-        weights = args.process_reward_weights
-        if weights is not None and len(weights) != len(process_reward_funcs):
-            raise ValueError(
-                f"process_reward_weights has {len(weights)} entries but {len(process_reward_funcs)} process reward "
-                "functions were given."
-            )
-        n_outcome = 0 if reward_funcs is None else (len(reward_funcs) if isinstance(reward_funcs, list) else 1)
-        if n_outcome == 0 and not process_reward_funcs:
+        process_reward_funcs = as_list(process_reward_funcs)
+        self._check_process_reward_funcs(process_reward_funcs, args.process_reward_weights)
+        self._has_outcome = bool(as_list(reward_funcs))
+        if not self._has_outcome and not process_reward_funcs:
             raise ValueError(
                 "No reward source provided. Pass `reward_funcs`, or an `environment_factory` whose environment "
                 "defines a `get_reward` method. ProcessGRPOTrainer needs at least one reward: pass "
                 "process_reward_funcs (per-step rewards) and/or reward_funcs (outcome rewards)."
             )
-        self._has_outcome = n_outcome > 0
-        if not self._has_outcome:
-            # GRPOTrainer requires a reward source: its column shows each completion's mean step reward in TRL's
-            # `reward` metrics and completions table; it never enters the advantages.
-            reward_funcs = [mean_step_reward]
         if getattr(args, "multi_objective_aggregation", "sum_then_normalize") != "sum_then_normalize":
             raise ValueError(
                 "ProcessGRPOTrainer pools weighted step and outcome rewards (sum_then_normalize); "
@@ -293,35 +255,17 @@ class ProcessGRPOTrainer(ResumeMixin, HubPushMixin, ModelCardMixin, VLLMSyncMixi
                     f"ProcessGRPOTrainer does not support `{key}`: multi-turn completions with tool outputs are not "
                     "split into steps."
                 )
-        check_quantization(kwargs.get("quantization_config"), args.model_init_kwargs, type(self).__name__)
-        model, processing_class, kwargs["quantization_config"] = resolve_adapter_model(  # a PEFT adapter folder
-            model, args, trainer="ProcessGRPOTrainer", quantization_config=kwargs.get("quantization_config"),
-            peft_config=peft_config, processing_class=processing_class,
-        )
-        self._check_inputs(train_dataset, eval_dataset, process_reward_funcs)
-        if self._has_outcome:  # TRL's errors mid-step become clear ones (a string reward, a wrong-vocabulary RM)
-            reward_funcs = reward_funcs if isinstance(reward_funcs, list) else [reward_funcs]
-            reward_processing_classes = resolve_reward_processing_classes(
-                model, reward_funcs, reward_processing_classes, processing_class, args, type(self).__name__
-            )
-            reward_funcs = [f if isinstance(f, (str, nn.Module)) else validated_reward_func(f) for f in reward_funcs]
 
+        # Without outcome rewards, GRPOTrainer (which requires a reward source) gets `mean_step_reward`: its column
+        # shows each completion's mean step reward in TRL's `reward` metrics and completions table; it never enters
+        # the advantages.
         super().__init__(
-            model=model,
-            reward_funcs=reward_funcs,
-            args=args,
-            train_dataset=train_dataset,
-            eval_dataset=eval_dataset,
-            processing_class=processing_class,
-            reward_processing_classes=reward_processing_classes,
-            callbacks=callbacks,
-            optimizers=optimizers,
-            peft_config=peft_config,
-            **kwargs,
+            model, reward_funcs, args, train_dataset, eval_dataset, processing_class, reward_processing_classes,
+            callbacks, optimizers, quantization_config, peft_config, outcome_placeholder=mean_step_reward, **kwargs,
         )
-        use_base_as_reference(self)  # an adapter folder continued: the reference is its base, adapters off
         self.process_reward_funcs = process_reward_funcs
-        self.process_reward_func_names = [_func_name(fn) for fn in process_reward_funcs]
+        self.process_reward_func_names = [callable_name(fn) for fn in process_reward_funcs]
+        weights = args.process_reward_weights
         self.process_reward_weights = torch.tensor(
             weights if weights is not None else [1.0] * len(process_reward_funcs), dtype=torch.float32
         )
@@ -330,31 +274,43 @@ class ProcessGRPOTrainer(ResumeMixin, HubPushMixin, ModelCardMixin, VLLMSyncMixi
         for fn in process_reward_funcs:
             if isinstance(fn, ProcessRewardModel):
                 fn.model.to(self.accelerator.device)
-        self._pending_process_advantages: torch.Tensor | None = None
-        self._rollout_checks = RolloutChecks(type(self).__name__, self.accelerator.is_main_process)
-        if self._has_outcome and args.validate_reward_funcs:  # an unusable reference column fails here
-            probe_reward_funcs(self.reward_funcs, self.reward_func_names, train_dataset, grpo_tokenizer(self))
 
-    def _check_inputs(self, train_dataset: Any, eval_dataset: Any, process_reward_funcs: list) -> None:
-        """Bad input before any model loads: no/empty/None ``prompt``, a PRM whose tokenizer it cannot embed."""
-        name = type(self).__name__
-        check_prompt_column(train_dataset, "train_dataset", name)
-        check_not_empty(train_dataset, "train_dataset", name)
-        check_prompts_not_none(train_dataset, "train_dataset", name)
-        check_prompt_column(eval_dataset, "eval_dataset", name)
-        for i, fn in enumerate(process_reward_funcs):
+    @staticmethod
+    def _check_process_reward_funcs(funcs: list, weights: list | None) -> None:
+        """A bare PRM module, a non-callable, an async function, a PRM whose tokenizer it cannot embed, or weights of
+        another length: one clear error before any model loads."""
+        name = "ProcessGRPOTrainer"
+        for i, fn in enumerate(funcs):
+            if isinstance(fn, nn.Module):
+                raise ValueError(
+                    f"process_reward_funcs[{i}] is a bare {type(fn).__name__}; wrap a token-classification PRM in "
+                    "trl_ext.rewards.process.ProcessRewardModel(model, tokenizer) so its steps can be scored."
+                )
+            if not callable(fn):
+                raise ValueError(f"process_reward_funcs[{i}] ({fn!r}) is not callable.")
+            if is_async_callable(fn):
+                raise ValueError(
+                    f"process_reward_funcs[{i}] ('{callable_name(fn)}') is async; pass a synchronous callable."
+                )
             if isinstance(fn, ProcessRewardModel):
                 check_tokenizer_fits(fn.tokenizer, fn.model, f"process_reward_funcs[{i}] (a ProcessRewardModel)",
                                      "its tokenizer", name)
+        if weights is not None and len(weights) != len(funcs):
+            raise ValueError(
+                f"process_reward_weights has {len(weights)} entries but {len(funcs)} process reward "
+                "functions were given."
+            )
 
-    # ------------------------------------------------------------------------------------------------------------------
-    # Scoring: TRL calls _calculate_rewards once per generation batch, inside _generate_and_score_completions.
-    # ------------------------------------------------------------------------------------------------------------------
-    def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
+    # ---- rollout, 1: step rewards (TRL calls this once per generation batch, with the decoded completions) --------
+
+    def score_rollout(self, inputs: list[dict], prompts: list, completions: list, completion_ids_list: list
+                      ) -> RolloutRewards:
+        """Outcome rewards (TRL's reward functions) and, per completion of the global batch, its steps' ends and
+        combined step rewards (``per_step``)."""
         device = self.accelerator.device
         rewards_per_func = None
         if self._has_outcome:
-            rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+            rewards_per_func = self.reward_funcs_scores(inputs, prompts, completions, completion_ids_list)
 
         start = time.perf_counter()
         tokenizer = grpo_tokenizer(self)
@@ -410,13 +366,28 @@ class ProcessGRPOTrainer(ResumeMixin, HubPushMixin, ModelCardMixin, VLLMSyncMixi
             means = [[sum(v) / len(v)] if (v := [r for r in row["rewards"] if not math.isnan(r)]) else [math.nan]
                      for row in rows]
             rewards_per_func = torch.tensor(means, dtype=torch.float32, device=device)
-        self._pending_process_advantages = self._global_process_advantages(rows, rewards_per_func)
         grpo_log_metric(self, "process/scoring_time", scoring_time)
         grpo_log_metric(self, "process/overhead_time", time.perf_counter() - start - scoring_time)
-        return rewards_per_func
+        return RolloutRewards(rewards_per_func, per_step=rows)
 
-    def _global_process_advantages(self, rows: list[dict], rewards_per_func: torch.Tensor) -> torch.Tensor:
-        """``(B_global, T_global)`` advantages from the gathered step rewards and the outcome rewards; logs stats."""
+    # ---- rollout, 2: pooled normalisation and reward-to-go → (B, T) advantages ------------------------------------
+
+    def token_advantages(self, batch: dict[str, Any], rewards: RolloutRewards) -> torch.Tensor:
+        """This process's rows of the global batch's advantages (:meth:`_global_advantages`), padded or cut to the
+        width of its completions."""
+        B, width = batch["completion_ids"].shape
+        advantages = self._global_advantages(rewards.per_step, rewards.per_func)[grpo_local_slice(self, B)]
+        if advantages.shape[1] < width:
+            advantages = torch.nn.functional.pad(advantages, (0, width - advantages.shape[1]))
+        return advantages[:, :width].contiguous().to(batch["completion_ids"].device)
+
+    def _log_process_metric(self, name: str, value: float) -> None:
+        """Log a metric computed from the global batch (the same on every process) for this step."""
+        grpo_metrics(self, "train" if self.model.training else "eval")[name].append(value)
+
+    def _global_advantages(self, rows: list[dict], rewards_per_func: torch.Tensor) -> torch.Tensor:
+        """``(B_global, T_global)`` advantages from the gathered step rewards and the outcome rewards
+        (:func:`trl_ext.core.process_advantages`: pooled normalisation, reward-to-go); logs their statistics."""
         device = rewards_per_func.device
         n = len(rows)
         if rewards_per_func.shape[0] != n:
@@ -447,46 +418,28 @@ class ProcessGRPOTrainer(ResumeMixin, HubPushMixin, ModelCardMixin, VLLMSyncMixi
             step_rewards, step_ends, step_mask, grpo_num_generations(self), seq_len, scale=self.scale_rewards
         )
 
-        # Metrics over the global batch (identical on every rank, so TRL's cross-rank averaging keeps them).
+        # Metrics over the global batch (identical on every rank). TRL has flushed its log_metric queue by now.
         proc = step_rewards[:, :max_steps]
         proc_valid = step_mask[:, :max_steps]
         num_steps = torch.tensor([len(r["ends"]) for r in rows], dtype=torch.float32)
-        grpo_log_metric(self, "process/steps_per_completion", num_steps.mean().item() if n else 0.0)
+        self._log_process_metric("process/steps_per_completion", num_steps.mean().item() if n else 0.0)
         if proc_valid.any():
             scored = proc[proc_valid]
-            grpo_log_metric(self, "process/step_reward_mean", scored.mean().item())
+            self._log_process_metric("process/step_reward_mean", scored.mean().item())
             correct = (scored >= self.correct_step_threshold).float().mean().item()
-            grpo_log_metric(self, "process/frac_correct_steps", correct)
+            self._log_process_metric("process/frac_correct_steps", correct)
         if num_steps.sum() > 0:
-            grpo_log_metric(self, "process/frac_scored_steps", (proc_valid.sum() / num_steps.sum()).item())
-        grpo_log_metric(self, "process/frac_outcome_only", (~proc_valid.any(1)).float().mean().item() if n else 0.0)
+            self._log_process_metric("process/frac_scored_steps", (proc_valid.sum() / num_steps.sum()).item())
+        self._log_process_metric("process/frac_outcome_only", (~proc_valid.any(1)).float().mean().item() if n else 0.0)
         for k, name in enumerate(self.process_reward_func_names):
             values = [v for r in rows for v in r["per_func"][k] if not math.isnan(v)]
             if values:
-                grpo_log_metric(self, f"process/{name}/mean", sum(values) / len(values))
+                self._log_process_metric(f"process/{name}/mean", sum(values) / len(values))
         token_mask = torch.arange(seq_len).unsqueeze(0) < torch.tensor([r["length"] for r in rows]).unsqueeze(1)
         if token_mask.any():
             adv = advantages[token_mask]
-            grpo_log_metric(self, "process/advantage_mean", adv.mean().item())
-            grpo_log_metric(self, "process/advantage_std", adv.std().item() if adv.numel() > 1 else 0.0)
-            grpo_log_metric(self, "process/advantage_min", adv.min().item())
-            grpo_log_metric(self, "process/advantage_max", adv.max().item())
+            self._log_process_metric("process/advantage_mean", adv.mean().item())
+            self._log_process_metric("process/advantage_std", adv.std().item() if adv.numel() > 1 else 0.0)
+            self._log_process_metric("process/advantage_min", adv.min().item())
+            self._log_process_metric("process/advantage_max", adv.max().item())
         return advantages.to(device)
-
-    def _generate_and_score_completions(self, inputs):
-        self._pending_process_advantages = None
-        output = super()._generate_and_score_completions(inputs)
-        advantages = self._pending_process_advantages
-        self._pending_process_advantages = None
-        if advantages is None:
-            raise RuntimeError(
-                "ProcessGRPOTrainer: GRPOTrainer._generate_and_score_completions did not call _calculate_rewards; "
-                "this TRL version is not supported."
-            )
-        grpo_replace_logged_advantages(self, advantages[:, 0].tolist())
-        advantages = advantages[grpo_local_slice(self, output["completion_ids"].shape[0])]
-        width = output["completion_ids"].shape[1]
-        if advantages.shape[1] < width:
-            advantages = torch.nn.functional.pad(advantages, (0, width - advantages.shape[1]))
-        output["advantages"] = advantages[:, :width].contiguous()
-        return output

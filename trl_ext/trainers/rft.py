@@ -4,18 +4,23 @@
 reward-model calling, PEFT/QLoRA, the reference policy, logging, checkpoints, ``accelerate launch`` — and replaces the
 group-relative advantage with a learned critic:
 
-1. **Rollout** (``_generate_and_score_completions``): TRL generates and scores; the sequence score is the weighted sum
-   of the reward functions (``None`` skipped, as in TRL) minus ``missing_eos_penalty`` for a completion without EOS.
-2. **Targets**: the reference log-probs ``logp_ref`` (TRL's reference policy: its ``ref_model``, or the PEFT policy
-   with adapters disabled), the rollout log-probs ``logp_old`` and the values ``V_old`` of a
-   :class:`~trl_ext.models.value_head.ValueHead` on the last hidden state give per-token rewards
-   (:func:`trl_ext.core.rlhf_token_rewards`: score on the last real token, ``−β·(logp_old − logp_ref)`` on every
-   token), then advantages and returns (:func:`trl_ext.core.gae`), the advantages :func:`trl_ext.core.whiten`-ed with
-   the mean and variance of the *global* batch (float64 moments all-reduced over processes).
-   When a rollout is used for a single update (``num_iterations == 1``, ``steps_per_generation == 1``, the defaults)
-   the policy has not moved since generation, so ``logp_old``/``V_old`` are taken from the training forward itself —
-   the same numbers, no extra pass (``values_from_training_forward``); otherwise one no-grad forward right after
-   generation computes them. The ``(B, T)`` advantages go to TRL's loss.
+The ``(B, T)`` advantage, from reward to loss, all in this file (:class:`~trl_ext.trainers.grpo_base.GRPOBase` calls
+:meth:`RFTTrainer.token_advantages` when TRL hands over the rollout batch, and puts the result in
+``batch["advantages"]``, which TRL's loss reads):
+
+1. **Rollout** (TRL's ``_generate_and_score_completions``): TRL generates and scores; the sequence score is the
+   weighted sum of the reward functions (``None`` skipped, as in TRL) minus ``missing_eos_penalty`` for a completion
+   without EOS.
+2. **Targets** (:meth:`RFTTrainer.token_advantages`, once per rollout): one no-grad forward of TRL's reference policy
+   (its ``ref_model``, or the PEFT policy with adapters disabled) gives ``logp_ref``, one of the policy gives the
+   rollout log-probs ``logp_old`` and the values ``V_old`` of a :class:`~trl_ext.models.value_head.ValueHead` on the
+   last hidden state; they give per-token rewards (:func:`trl_ext.core.rlhf_token_rewards`: score on the last real
+   token, ``−β·(logp_old − logp_ref)`` on every token), then advantages and returns (:func:`trl_ext.core.gae`), the
+   advantages :func:`trl_ext.core.whiten`-ed with the mean and variance of the *global* batch (float64 moments
+   all-reduced over processes). As in PPO implementations, ``logp_old``/``V_old`` come from their own pass: one
+   no-grad forward per rollout more than ``GRPOTrainer`` with ``num_iterations=1`` (which reuses the training
+   forward's log-probs). When TRL computed ``old_per_token_logps`` itself (``num_iterations > 1``, vLLM importance
+   sampling), those are used.
 3. **Update** (``_compute_loss``): TRL's clipped-surrogate loss (``epsilon``, ``epsilon_high``, every ``loss_type``)
    plus ``vf_coef ·`` :func:`trl_ext.core.clipped_value_loss` on the values of the *same* forward pass, over
    ``num_iterations`` epochs and ``steps_per_generation`` minibatches of one rollout. TRL's own ``β·KL`` *loss* term
@@ -65,17 +70,14 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import torch
-from datasets import Dataset
 from torch import nn
 from transformers import PreTrainedModel
-from trl import GRPOConfig, GRPOTrainer, SyncRefModelCallback
+from trl import GRPOConfig, SyncRefModelCallback
 
 from ..core import AdaptiveKLController, clipped_value_loss, gae, kl_k1, kl_k3, masked_mean, masked_sum
 from ..core import explained_variance, explained_variance_from_moments, masked_moments, moments_mean_var
 from ..core import rlhf_token_rewards, whiten, whiten_with_stats
-from ..hub import HubPushMixin
-from ..model_card import ModelCardMixin
-from ..models.adapters import AdapterFolderArguments, resolve_adapter_model, use_base_as_reference
+from ..models.adapters import AdapterFolderArguments
 from ..models.value_head import (
     VALUE_HEAD_ATTRIBUTE,
     VALUE_HEAD_CONFIG_NAME,
@@ -89,19 +91,11 @@ from ..models.value_head import (
     policy_fingerprint,
     policy_record,
 )
-from .checkpointing import ResumeMixin
-from .rft_checks import (
-    RolloutChecks,
-    check_not_empty,
-    check_prompt_column,
-    check_prompts_not_none,
-    check_quantization,
-    probe_reward_funcs,
-    resolve_reward_processing_classes,
-    validated_reward_func,
-)
+from .grpo_base import GRPOBase, RolloutRewards
 from .trl_compat import (
     fused_lm_head_backbone,
+    fused_lm_head_log_probs,
+    fused_lm_head_model,
     grpo_has_reference,
     grpo_kl_loss_term_off,
     grpo_local_slice,
@@ -109,12 +103,8 @@ from .trl_compat import (
     grpo_policy_logps,
     grpo_post_init_allowing_one_generation,
     grpo_reference_logps,
-    grpo_replace_logged_advantages,
     grpo_require_batch_keys,
-    grpo_tap_per_token_logps,
-    grpo_tokenizer,
 )
-from .vllm_sync import VLLMSyncMixin
 
 # explained_variance(_from_moments) live in trl_ext.core.masked; re-exported for the old import path
 __all__ = ["RFTConfig", "RFTTrainer", "explained_variance", "explained_variance_from_moments"]
@@ -248,15 +238,6 @@ class RFTConfig(AdapterFolderArguments, GRPOConfig):
             "head uses `learning_rate` like the policy."
         },
     )
-    values_from_training_forward: bool = field(
-        default=True,
-        metadata={
-            "help": "When each rollout is used for exactly one update (num_iterations == 1 and steps_per_generation "
-            "== 1, the defaults), take the rollout log-probs and values V_old from the training forward itself (the "
-            "policy has not changed since generation, as TRL assumes too): the same numbers, one forward pass less "
-            "per step. Otherwise, or when False, a separate no-grad forward computes them right after generation."
-        },
-    )
     resume_with_fresh_value_head: bool = field(
         default=False,
         metadata={
@@ -341,12 +322,29 @@ class PolicyOnlySyncRefModelCallback(SyncRefModelCallback):
         self.sync_target_model(_PolicyParameters(model), self.ref_model, args.ref_model_mixup_alpha)
 
 
+@dataclass
+class _PolicyForwards:
+    """What :meth:`RFTTrainer._observe_policy` saw: per policy forward, ``V`` of all positions and the per-token
+    log-probs, each ``(B, L)``."""
+
+    values: list[torch.Tensor] = field(default_factory=list)
+    logps: list[torch.Tensor] = field(default_factory=list)
+
+    def completion_values(self, completion_length: int) -> torch.Tensor:
+        """``V(s_t)`` for each completion token ``t``: the value at the position whose logits predict token ``t``."""
+        return torch.cat(self.values, dim=0)[:, -completion_length - 1 : -1]
+
+    def completion_logps(self, completion_length: int) -> torch.Tensor:
+        """``log π(token_t)`` of each completion token (TRL's slice of the fused head's log-probs)."""
+        return torch.cat(self.logps, dim=0)[:, -completion_length:]
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # Trainer
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-class RFTTrainer(ResumeMixin, HubPushMixin, ModelCardMixin, VLLMSyncMixin, GRPOTrainer):
+class RFTTrainer(GRPOBase):
     """PPO actor-critic reinforcement fine-tuning (value head, clipped value loss, GAE, KL in the reward).
 
     Takes every argument of TRL's ``GRPOTrainer`` (``model``, ``reward_funcs`` — graders from
@@ -369,6 +367,12 @@ class RFTTrainer(ResumeMixin, HubPushMixin, ModelCardMixin, VLLMSyncMixin, GRPOT
 
     _tag_names = ["trl", "trl-ext", "rft", "ppo", "value-head"]
     _name = "RFT"
+    _config_class = RFTConfig
+    _accepted_configs = (RFTConfig,)
+    _no_reward_hint = (
+        "RFTTrainer: reward_funcs may be a grader from trl_ext.rewards (e.g. default_grader(task)), any TRL reward "
+        "function, or a sequence-classification reward model (path or model)."
+    )
     _paper = {"title": "Proximal Policy Optimization Algorithms", "id": "1707.06347", "citation": _PPO_CITATION}
     _card_template = "rft.md"
     _card_hyperparameters = (
@@ -396,61 +400,15 @@ class RFTTrainer(ResumeMixin, HubPushMixin, ModelCardMixin, VLLMSyncMixin, GRPOT
         optimizers: tuple = (None, None),
         quantization_config: Any = None,
         peft_config: Any = None,
+        *,
         value_head: ValueHead | None = None,
         **grpo_kwargs: Any,
     ) -> None:
-        if args is None:
-            name = model if isinstance(model, str) else getattr(model.config, "_name_or_path", "model")
-            args = RFTConfig(f"{str(name).rstrip('/').split('/')[-1]}-RFT")
-        if not isinstance(args, RFTConfig):
-            raise TypeError(f"RFTTrainer: args must be an RFTConfig, got {type(args).__name__}.")
-
-        # ---- bad input, before anything heavy is loaded -------------------------------------------------------
-        if reward_funcs is None:
-            reward_funcs = []
-        elif not isinstance(reward_funcs, (list, tuple)):
-            reward_funcs = [reward_funcs]
-        reward_funcs = list(reward_funcs)
-        has_environment = grpo_kwargs.get("environment_factory") is not None
-        if not reward_funcs and not has_environment:
-            raise ValueError(
-                "No reward source provided. Pass `reward_funcs`, or an `environment_factory` whose environment "
-                "defines a `get_reward` method. RFTTrainer: reward_funcs may be a grader from trl_ext.rewards (e.g. "
-                "default_grader(task)), any TRL reward function, or a sequence-classification reward model (path or "
-                "model)."
-            )
-        if not has_environment:
-            check_prompt_column(train_dataset, "train_dataset", type(self).__name__)
-            check_not_empty(train_dataset, "train_dataset", type(self).__name__)
-            check_prompts_not_none(train_dataset, "train_dataset", type(self).__name__)
-        check_prompt_column(eval_dataset, "eval_dataset", type(self).__name__)
-        check_quantization(quantization_config, args.model_init_kwargs, type(self).__name__)
-        model, processing_class, quantization_config = resolve_adapter_model(  # a PEFT adapter folder as `model`
-            model, args, trainer="RFTTrainer", quantization_config=quantization_config, peft_config=peft_config,
-            processing_class=processing_class,
+        super().__init__(  # bad input fails here, before anything heavy loads (GRPOBase)
+            model, reward_funcs, args, train_dataset, eval_dataset, processing_class, reward_processing_classes,
+            callbacks, optimizers, quantization_config, peft_config, **grpo_kwargs,
         )
-        reward_processing_classes = resolve_reward_processing_classes(
-            model, reward_funcs, reward_processing_classes, processing_class, args, type(self).__name__
-        )
-        reward_funcs = [
-            f if isinstance(f, (str, nn.Module)) else validated_reward_func(f) for f in reward_funcs
-        ]
-
-        super().__init__(
-            model=model,
-            reward_funcs=reward_funcs,
-            args=args,
-            train_dataset=train_dataset,
-            eval_dataset=eval_dataset,
-            processing_class=processing_class,
-            reward_processing_classes=reward_processing_classes,
-            callbacks=callbacks,
-            optimizers=optimizers,
-            quantization_config=quantization_config,
-            peft_config=peft_config,
-            **grpo_kwargs,
-        )
-        use_base_as_reference(self)  # an adapter folder continued: the reference is its base, adapters off
+        args = self.args
 
         # ---- the KL in the reward: RFT's own coefficient; TRL's KL *loss* term off ----------------------------
         self._fixed_kl_coef = float(args.beta)
@@ -468,11 +426,6 @@ class RFTTrainer(ResumeMixin, HubPushMixin, ModelCardMixin, VLLMSyncMixin, GRPOT
         if value_head is None:
             value_head = self._build_value_head()
         attach_value_head(self.model, value_head)
-        self._rft_rewards_per_func: torch.Tensor | None = None
-        self._rollout_checks = RolloutChecks(type(self).__name__, self.accelerator.is_main_process)
-
-        if args.validate_reward_funcs and not has_environment:
-            self._probe_reward_funcs(train_dataset)
 
     # ---- construction helpers ------------------------------------------------------------------------------------
 
@@ -518,26 +471,20 @@ class RFTTrainer(ResumeMixin, HubPushMixin, ModelCardMixin, VLLMSyncMixin, GRPOT
             )
         return head
 
-    def _probe_reward_funcs(self, dataset: Any) -> None:
-        """Call each reward function once on ≤ 2 rows with placeholder completions: a wrong number of rewards, a NaN or
-        an all-None output (unusable reference column) fails before step 1."""
-        if not isinstance(dataset, Dataset):
-            return
-        probe_reward_funcs(self.reward_funcs, self.reward_func_names, dataset, grpo_tokenizer(self),
-                           trainer_state=self.state, check_output=True)
-
-    # ---- value capture ---------------------------------------------------------------------------------------
+    # ---- what the policy forward computes: values (the hook) and log-probs -----------------------------------
 
     @contextlib.contextmanager
-    def _capture_values(self, model: nn.Module) -> Iterator[list[torch.Tensor]]:
-        """Within the block, every forward of the policy appends ``V`` of all positions ``(B, L)`` to the list."""
+    def _observe_policy(self, model: nn.Module) -> Iterator[_PolicyForwards]:
+        """Within the block, every forward of the policy appends ``V`` of all positions ``(B, L)`` to ``.values`` and,
+        for TRL's fused-LM-head forward, the per-token log-probs ``(B, L)`` to ``.logps``. Observation only: the
+        forward's result is TRL's (but for a zero term that ties the value head into DDP's graph, see below)."""
         head = self.value_head
-        captured: list[torch.Tensor] = []
+        seen = _PolicyForwards()
 
-        def hook(module: nn.Module, inputs: Any, output: Any) -> Any:
+        def value_hook(module: nn.Module, inputs: Any, output: Any) -> Any:
             hidden = output.last_hidden_state if hasattr(output, "last_hidden_state") else output[0]
             values = head(hidden)
-            captured.append(values)
+            seen.values.append(values)
             if not (torch.is_grad_enabled() and values.requires_grad):
                 return None
             # Tie the head into the forward's own graph with a term that is zero in value *and* gradient
@@ -550,81 +497,54 @@ class RFTTrainer(ResumeMixin, HubPushMixin, ModelCardMixin, VLLMSyncMixin, GRPOT
                 return output
             return (tied, *output[1:])
 
-        handle = fused_lm_head_backbone(model).register_forward_hook(hook)
+        def logps_hook(module: nn.Module, inputs: Any, output: Any) -> None:
+            logps = fused_lm_head_log_probs(output)
+            if logps is not None:
+                seen.logps.append(logps)
+
+        handles = [fused_lm_head_backbone(model).register_forward_hook(value_hook),
+                   fused_lm_head_model(model).register_forward_hook(logps_hook)]
         try:
-            yield captured
+            yield seen
         finally:
-            handle.remove()
+            for handle in handles:
+                handle.remove()
 
-    @staticmethod
-    def _completion_values(captured: list[torch.Tensor], completion_length: int) -> torch.Tensor:
-        """``V(s_t)`` for each completion token ``t``: the value at the position whose logits predict token ``t``."""
-        values = torch.cat(captured, dim=0)
-        return values[:, -completion_length - 1 : -1]
+    # ---- rollout: rewards → GAE → (B, T) advantages -----------------------------------------------------------
 
-    # ---- rollout -------------------------------------------------------------------------------------------------
-
-    def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
-        rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
-        self._rft_rewards_per_func = rewards_per_func  # (B_global, n_funcs), NaN where a function returned None
-        if self.model.training:  # a rollout without any reward trains nothing: loud, counted warning
-            self._rollout_checks.rewards(rewards_per_func, self.reward_func_names, self.state.global_step)
-        return rewards_per_func
-
-    def _values_from_training_forward(self) -> bool:
-        """Whether ``logp_old`` and ``V_old`` come from the training forward itself (no extra rollout forward).
-
-        Exact when each rollout is used for one update with unchanged weights (``num_iterations == 1``,
-        ``steps_per_generation == 1``): the training forward then *is* the rollout policy, as TRL itself assumes
-        when it skips ``old_per_token_logps``; minibatch = rollout batch, so whitening sees the same tokens.
-        """
+    def token_advantages(self, batch: dict[str, Any], rewards: RolloutRewards) -> torch.Tensor:
+        """PPO's advantages of one rollout, ``(B, T)``: sequence scores, one no-grad forward for ``logp_old`` and
+        ``V_old``, per-token RLHF rewards, GAE, whitening (global batch). Adds what the value loss reads to ``batch``:
+        ``value_mask``, ``old_values``, ``returns`` (and ``ref_per_token_logps``, ``rft_scores``,
+        ``value_items_in_batch``)."""
         args = self.args
-        if not args.values_from_training_forward or (args.use_vllm and args.vllm_importance_sampling_correction):
-            return False
-        return not self.model.training or (args.num_iterations == 1 and args.steps_per_generation == 1)
-
-    def _generate_and_score_completions(self, inputs: list[dict[str, Any]]) -> dict[str, Any]:
-        output = super()._generate_and_score_completions(inputs)
-        args = self.args
-        grpo_require_batch_keys(output, _ROLLOUT_KEYS, "RFTTrainer._generate_and_score_completions")
-        completion_ids, completion_mask = output["completion_ids"], output["completion_mask"]
+        grpo_require_batch_keys(batch, _ROLLOUT_KEYS, "RFTTrainer.token_advantages")
+        completion_ids, completion_mask = batch["completion_ids"], batch["completion_mask"]
         B, T = completion_ids.shape
-        mask = completion_mask if output.get("tool_mask") is None else completion_mask * output["tool_mask"]
-        batch_size = args.per_device_train_batch_size if self.model.training else args.per_device_eval_batch_size
-        if args.beta > 0:  # the reference log-probs of the KL reward (TRL's KL loss term is off, see __init__)
-            output["ref_per_token_logps"] = grpo_reference_logps(self, output, batch_size=batch_size)
+        mask = completion_mask if batch.get("tool_mask") is None else completion_mask * batch["tool_mask"]
 
-        # Sequence scores: weighted sum of the reward functions (None skipped, as TRL does), on this rank's rows
-        rewards_per_func = self._rft_rewards_per_func[grpo_local_slice(self, B)]
+        # 1. Sequence scores: weighted sum of the reward functions (None skipped, as TRL does), on this rank's rows
+        rewards_per_func = rewards.per_func[grpo_local_slice(self, B)]
         unscorable = torch.isnan(rewards_per_func).all(dim=1)
         scores = (rewards_per_func * self.reward_weights.to(rewards_per_func.device).unsqueeze(0)).nansum(dim=1)
         if args.missing_eos_penalty is not None:
             eos = torch.tensor(self.eos_token_ids, device=completion_ids.device)
             has_eos = (torch.isin(completion_ids, eos) & completion_mask.bool()).any(dim=1)
             scores = torch.where(has_eos, scores, scores - args.missing_eos_penalty)
-        output["rft_scores"] = scores.float()
-        output["value_mask"] = (mask.bool() & ~unscorable.unsqueeze(1)).to(completion_mask.dtype)
+        batch["rft_scores"] = scores.float()
+        batch["value_mask"] = (mask.bool() & ~unscorable.unsqueeze(1)).to(completion_mask.dtype)
         # Value-loss tokens of the global generation batch (all processes), like TRL's num_items_in_batch
-        output["value_items_in_batch"] = self.accelerator.gather(output["value_mask"].sum()).sum()
+        batch["value_items_in_batch"] = self.accelerator.gather(batch["value_mask"].sum()).sum()
 
-        if self._values_from_training_forward():
-            # Filled in by _compute_loss from its own forward; NaN so that a premature read cannot go unnoticed
-            output["advantages"] = torch.full((B, T), float("nan"), device=completion_ids.device)
-            if self.log_completions:
-                grpo_replace_logged_advantages(self, [float("nan")] * B * self.accelerator.num_processes)
-            return output
-
-        # One no-grad policy forward: rollout log-probs (for the k1 penalty) and V_old (through the hook)
-        with self._capture_values(self.model) as captured:
-            logps = grpo_policy_logps(self, self.model, output, batch_size=batch_size)
-        if output.get("old_per_token_logps") is not None:  # TRL computed them already (same policy, same inputs)
-            logps = output["old_per_token_logps"]
-        self._set_rl_targets(output, logps, self._completion_values(captured, T))
-        if self.log_completions:
-            valid = output["value_mask"].bool()
-            first = output["advantages"][torch.arange(B, device=valid.device), valid.int().argmax(dim=1)]
-            grpo_replace_logged_advantages(self, self.accelerator.gather(first).tolist())
-        return output
+        # 2. The rollout policy, no grad: logp_ref (TRL's reference, for the KL reward), logp_old and V_old
+        batch_size = args.per_device_train_batch_size if self.model.training else args.per_device_eval_batch_size
+        if args.beta > 0:  # TRL's KL loss term is off (see __init__), so TRL computed none
+            batch["ref_per_token_logps"] = grpo_reference_logps(self, batch, batch_size=batch_size)
+        with self._observe_policy(self.model) as seen:
+            logps = grpo_policy_logps(self, self.model, batch, batch_size=batch_size)
+        if batch.get("old_per_token_logps") is not None:  # TRL computed them already (same policy, same inputs)
+            logps = batch["old_per_token_logps"]
+        return self._gae_advantages(batch, logps, seen.completion_values(T))
 
     def _whiten_global(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """:func:`~trl_ext.core.whiten` with the mean and variance of the global batch (all processes' valid tokens).
@@ -638,8 +558,8 @@ class RFTTrainer(ResumeMixin, HubPushMixin, ModelCardMixin, VLLMSyncMixin, GRPOT
         mean, var = moments_mean_var(self.accelerator.reduce(masked_moments(x, mask), reduction="sum"))
         return whiten_with_stats(x, mask, mean, var)
 
-    def _set_rl_targets(self, batch: dict[str, Any], logps: torch.Tensor, old_values: torch.Tensor) -> None:
-        """Per-token rewards → GAE → whitening; writes ``advantages``, ``old_values``, ``returns`` into ``batch``.
+    def _gae_advantages(self, batch: dict[str, Any], logps: torch.Tensor, old_values: torch.Tensor) -> torch.Tensor:
+        """Per-token rewards → GAE → whitening: returns the advantages, writes ``old_values`` and ``returns``.
 
         ``logps`` / ``old_values``: ``(B, T)`` rollout log-probs and values of ``batch``'s completions (detached).
         Whitening and the logged statistics are over the global batch (all processes). Also logs the rollout metrics
@@ -661,7 +581,7 @@ class RFTTrainer(ResumeMixin, HubPushMixin, ModelCardMixin, VLLMSyncMixin, GRPOT
         advantages, returns = gae(token_rewards, old_values, valid, gamma=args.gamma, lam=args.lam)
         if args.whiten_advantages:
             advantages = self._whiten_global(advantages, valid)
-        batch["advantages"] = torch.where(valid, advantages, torch.zeros_like(advantages))
+        advantages = torch.where(valid, advantages, torch.zeros_like(advantages))
         batch["old_values"] = old_values
         batch["returns"] = returns
 
@@ -675,7 +595,7 @@ class RFTTrainer(ResumeMixin, HubPushMixin, ModelCardMixin, VLLMSyncMixin, GRPOT
                 masked_moments(old_values, valid),
                 masked_moments(returns, valid),
                 masked_moments(returns - old_values, valid),
-                masked_moments(batch["advantages"], valid),
+                masked_moments(advantages, valid),
             ]
         )
         moments = self.accelerator.reduce(moments, reduction="sum")
@@ -693,41 +613,27 @@ class RFTTrainer(ResumeMixin, HubPushMixin, ModelCardMixin, VLLMSyncMixin, GRPOT
         grpo_metrics(self, mode)["beta"].append(float(beta))
         if self.kl_ctl is not None and mode == "train":
             self.kl_ctl.update(stats["kl"], n_steps=valid.size(0) * self.accelerator.num_processes)
+        return advantages
 
-    # ---- update --------------------------------------------------------------------------------------------------
+    # ---- update: TRL's policy loss + the clipped value loss of the same forward -----------------------------
 
     def _compute_loss(self, model: nn.Module, inputs: dict[str, Any]) -> torch.Tensor:
         mode = "train" if self.model.training else "eval"
-        completion_mask = inputs["completion_mask"]
-        T = completion_mask.size(1)
-        targets_pending = "old_values" not in inputs  # rollout targets come from this forward (see above)
-
-        def after_policy_forward(logps: torch.Tensor, entropies: Any) -> None:
-            # Runs right after TRL's policy forward, before TRL reads inputs["advantages"]
-            if targets_pending:
-                self._set_rl_targets(inputs, logps, self._completion_values(captured, T))
-
-        with (
-            self._capture_values(model) as captured,
-            grpo_tap_per_token_logps(self, on_call=after_policy_forward) as tapped,
-        ):
-            policy_loss = super()._compute_loss(model, inputs)
-        if len(captured) != 1 or len(tapped) != 1:
+        T = inputs["completion_mask"].size(1)
+        with self._observe_policy(model) as seen:
+            policy_loss = super()._compute_loss(model, inputs)  # reads inputs["advantages"] (token_advantages)
+        if len(seen.values) != 1 or len(seen.logps) != 1:
             raise RuntimeError(
-                f"RFTTrainer: expected exactly one policy forward in GRPOTrainer._compute_loss, saw {len(captured)} "
-                f"(hook) / {len(tapped)} (log-probs); this TRL version is not supported by trl_ext.trainers.rft."
+                f"RFTTrainer: expected exactly one policy forward in GRPOTrainer._compute_loss, saw "
+                f"{len(seen.values)} (value hook) / {len(seen.logps)} (log-probs); this TRL version is not supported "
+                "by trl_ext.trainers.rft."
             )
-        if targets_pending and not torch.isfinite(policy_loss.detach()):
-            raise RuntimeError(
-                "RFTTrainer: the policy loss is not finite. If the model is fine, this TRL version reads the "
-                "advantages before its policy forward; set RFTConfig.values_from_training_forward=False."
-            )
-        values = self._completion_values(captured, T)
+        values = seen.completion_values(T)
         vf_loss, vf_clipfrac = clipped_value_loss(
             values, inputs["old_values"], inputs["returns"], inputs["value_mask"], self.args.cliprange_value
         )
         loss = policy_loss + self.args.vf_coef * vf_loss / self._value_loss_normalizer(inputs, mode)
-        self._log_update_metrics(inputs, mode, policy_loss, tapped[0][0], values, vf_loss, vf_clipfrac)
+        self._log_update_metrics(inputs, mode, policy_loss, seen.completion_logps(T), values, vf_loss, vf_clipfrac)
         return loss
 
     def _log_update_metrics(

@@ -187,32 +187,6 @@ def grpo_reference_logps(trainer: Any, batch: dict, batch_size: int | None = Non
         return grpo_policy_logps(trainer, trainer.model, batch, batch_size=batch_size)
 
 
-@contextlib.contextmanager
-def grpo_tap_per_token_logps(trainer: Any, on_call: Any = None) -> Iterator[list]:
-    """Record what ``trainer._get_per_token_logps_and_entropies`` returns within the block.
-
-    Yields a list that receives one ``(per_token_logps, entropies)`` tuple per call (tensors with their autograd
-    graph). ``on_call(per_token_logps, entropies)``, if given, runs right after each call returns: inside
-    ``GRPOTrainer._compute_loss`` that is after the policy forward and *before* TRL 1.16 reads
-    ``inputs["advantages"]``, so the callback may still set them from this very forward.
-    """
-    calls: list = []
-    original = trainer._get_per_token_logps_and_entropies
-
-    def tapped(*args: Any, **kwargs: Any):
-        out = original(*args, **kwargs)
-        calls.append((out[0], out[1]))
-        if on_call is not None:
-            on_call(out[0], out[1])
-        return out
-
-    trainer._get_per_token_logps_and_entropies = tapped
-    try:
-        yield calls
-    finally:
-        del trainer._get_per_token_logps_and_entropies  # back to the class method
-
-
 _GRPO_FORWARD_KEYS = (
     "pixel_values", "image_grid_thw", "num_images", "pixel_attention_mask", "spatial_shapes", "num_tiles",
     "image_sizes", "token_type_ids", "mm_token_type_ids", "image_position_ids",
@@ -237,6 +211,19 @@ def grpo_policy_logps(trainer: Any, model: Any, batch: dict, batch_size: int | N
             model, input_ids, attention_mask, batch["completion_ids"].size(1), batch_size=batch_size, **extra
         )
     return logps
+
+
+def fused_lm_head_model(model: Any):
+    """The causal LM whose forward TRL's ``add_fused_lm_head`` patched (inside DDP and PEFT): a forward hook on it sees
+    the output of every policy forward, a ``FusedCausalLMOutput`` when called with ``fused_lm_head=True``."""
+    return unwrap_model(model)
+
+
+def fused_lm_head_log_probs(output: Any):
+    """The per-token log-probs ``(B, L)`` of a forward through TRL's fused LM head (``FusedCausalLMOutput.log_probs``:
+    entry ``t`` is ``log π(token_t | tokens before t)``, as ``_get_per_token_logps_and_entropies`` slices it), or
+    ``None`` for an ordinary forward (e.g. inside ``generate``)."""
+    return getattr(output, "log_probs", None)
 
 
 def fused_lm_head_backbone(model: Any):
@@ -563,7 +550,7 @@ TRL_MEMBERS: tuple[TrlMember, ...] = (
     TrlMember(_GRPO, "_generate_and_score_completions", "method", "RFTTrainer, ProcessGRPOTrainer (override)"),
     TrlMember(_GRPO, "_calculate_rewards", "method", "RFTTrainer, ProcessGRPOTrainer (override)"),
     TrlMember(_GRPO, "_compute_loss", "method", "RFTTrainer (override)"),
-    TrlMember(_GRPO, "_get_per_token_logps_and_entropies", "method", "grpo_tap_per_token_logps, grpo_policy_logps"),
+    TrlMember(_GRPO, "_get_per_token_logps_and_entropies", "method", "grpo_policy_logps"),
     TrlMember(_GRPO, "_tag_names", "attribute", "model card and model tags (set by every trl_ext trainer)"),
     TrlMember(_GRPO, "_name", "attribute", "model card (set by every trl_ext trainer)"),
     TrlMember(_GRPO, "_paper", "attribute", "model card citation"),
@@ -604,6 +591,7 @@ TRL_MEMBERS: tuple[TrlMember, ...] = (
     TrlMember("trl.trainer.utils", "use_adapter", "attribute", "dpo_reference_context, grpo_reference_logps"),
     TrlMember("trl.trainer.utils", "create_model_from_path", "attribute", "create_model"),
     TrlMember("trl.models.utils", "disable_gradient_checkpointing", "attribute", "grpo_policy_logps"),
+    TrlMember("trl.trainer.utils:FusedCausalLMOutput", "log_probs", "field", "fused_lm_head_log_probs"),
     # TrlParser
     TrlMember("trl:TrlParser", "_add_dataclass_arguments", "method", "GroupedTrlParser (override)"),
     TrlMember("trl:TrlParser", "_parse_dataclass_field", "method", "trl_parser_field_adder"),

@@ -47,7 +47,7 @@ from ..hub import HubPushMixin
 from ..model_card import ModelCardMixin
 from ..models.adapters import AdapterFolderArguments, resolve_adapter_model, use_base_as_reference
 from .checkpointing import ResumeMixin, remove_stale_cache_temporaries
-from .rft_checks import check_not_empty, check_quantization, check_same_vocabulary
+from .checks import check_not_empty, check_quantization, check_same_vocabulary
 from .trl_compat import (
     common_prefix_len,
     dpo_count_train_tokens,

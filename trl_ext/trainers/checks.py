@@ -21,7 +21,7 @@ During training, :class:`RolloutChecks` warns loudly, with a count, about rollou
 all) or in which a ProcessGRPO step separator never occurs.
 
 Example:
-    >>> from trl_ext.trainers.rft_checks import check_rewards
+    >>> from trl_ext.trainers.checks import check_rewards
     >>> check_rewards("my_grader", [1.0, None], 2)
     [1.0, None]
 """
@@ -46,6 +46,8 @@ __all__ = [
     "check_rewards_not_all_none",
     "check_same_vocabulary",
     "check_tokenizer_fits",
+    "callable_name",
+    "is_async_callable",
     "probe_reward_funcs",
     "is_bitsandbytes_available",
     "resolve_reward_processing_classes",
@@ -87,7 +89,7 @@ def check_quantization(quantization_config: Any, model_init_kwargs: dict | None,
             )
 
 
-def check_prompt_column(dataset: Any, name: str, trainer: str = "RFTTrainer") -> None:
+def check_prompt_column(dataset: Any, name: str, trainer: str) -> None:
     """Raise ``ValueError`` naming ``name`` if ``dataset`` (or a split of a ``DatasetDict``) has no ``prompt`` column.
 
     Example:
@@ -162,13 +164,16 @@ def check_prompts_not_none(dataset: Any, name: str, trainer: str) -> None:
     )
 
 
-def _is_async(func: Callable) -> bool:
+def is_async_callable(func: Callable) -> bool:
+    """Whether calling ``func`` (a function, a ``functools.partial`` of one, or an object with an async ``__call__``)
+    returns a coroutine."""
     while isinstance(func, functools.partial):
         func = func.func
     return inspect.iscoroutinefunction(func) or inspect.iscoroutinefunction(getattr(func, "__call__", None))
 
 
-def _callable_name(func: Callable) -> str:
+def callable_name(func: Callable) -> str:
+    """The name TRL logs a reward function under: its ``__name__`` (through ``functools.partial``), else its class's."""
     inner = func
     while isinstance(inner, functools.partial):
         inner = inner.func
@@ -322,8 +327,8 @@ def validated_reward_func(func: Callable) -> Callable:
         >>> f(prompts=["a"], completions=["b"])
         [1.0]
     """
-    name = _callable_name(func)
-    if _is_async(func):
+    name = callable_name(func)
+    if is_async_callable(func):
 
         async def wrapped(*args: Any, **kwargs: Any):
             out = await func(*args, **kwargs)
@@ -441,7 +446,7 @@ def resolve_reward_processing_classes(
     reward_processing_classes: Any,
     processing_class: Any,
     args: Any,
-    trainer: str = "RFTTrainer",
+    trainer: str,
 ) -> list:
     """One processing class per reward function; a reward model gets its own tokenizer or a clear error.
 
