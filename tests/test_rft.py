@@ -535,8 +535,8 @@ def test_error_reward_processing_classes_length_starts_with_trls_wording(tiny_mo
 def test_a_batch_key_missing_from_trls_rollout_is_an_error_naming_it_and_the_trl_version(
     tiny_model_path, tmp_path, monkeypatch
 ):
-    """A TRL that renames a rollout key, or a batch without reference log-probs at β > 0: a clear error, never a
-    silent default (e.g. a zero KL)."""
+    """A TRL that renames a rollout key: a clear error, never a silent default. (The reference log-probs of the KL
+    reward are RFT's own forward, never read from TRL's batch, so TRL cannot leave them out.)"""
     import trl
 
     trainer = RFTTrainer(model=tiny_model_path, reward_funcs=char_variety, args=_args(tmp_path, beta=0.2),
@@ -555,10 +555,8 @@ def test_a_batch_key_missing_from_trls_rollout_is_an_error_naming_it_and_the_trl
     monkeypatch.setattr(GRPOTrainer, "_generate_and_score_completions", original)
 
     out = trainer._generate_and_score_completions(next(iter(trainer.get_train_dataloader())))
-    assert out["ref_per_token_logps"].shape == out["completion_ids"].shape
-    del out["ref_per_token_logps"]
-    with pytest.raises(KeyError, match=r"KL reward, beta > 0.*'ref_per_token_logps'"):
-        trainer._compute_loss(trainer.model, out)
+    assert out["ref_per_token_logps"].shape == out["completion_ids"].shape  # RFT's own reference forward (β > 0)
+    assert out["rft_scores"].shape == out["completion_ids"].shape[:1]
 
 
 def test_error_dataset_without_prompt_column(tiny_model_path, tmp_path):

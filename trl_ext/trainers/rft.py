@@ -538,13 +538,16 @@ class RFTTrainer(GRPOBase):
 
         # 2. The rollout policy, no grad: logp_ref (TRL's reference, for the KL reward), logp_old and V_old
         batch_size = args.per_device_train_batch_size if self.model.training else args.per_device_eval_batch_size
-        if args.beta > 0:  # TRL's KL loss term is off (see __init__), so TRL computed none
-            batch["ref_per_token_logps"] = grpo_reference_logps(self, batch, batch_size=batch_size)
         with self._observe_policy(self.model) as seen:
             logps = grpo_policy_logps(self, self.model, batch, batch_size=batch_size)
         if batch.get("old_per_token_logps") is not None:  # TRL computed them already (same policy, same inputs)
             logps = batch["old_per_token_logps"]
-        return self._gae_advantages(batch, logps, seen.completion_values(T))
+        ref_logps = logps  # beta == 0: no reference, no penalty
+        if args.beta > 0:  # TRL's KL loss term is off (see __init__), so TRL computed none
+            ref_logps = batch["ref_per_token_logps"] = grpo_reference_logps(self, batch, batch_size=batch_size)
+
+        # 3. Per-token rewards → GAE → whitening
+        return self._gae_advantages(batch, logps, ref_logps, seen.completion_values(T))
 
     def _whiten_global(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """:func:`~trl_ext.core.whiten` with the mean and variance of the global batch (all processes' valid tokens).
@@ -558,22 +561,20 @@ class RFTTrainer(GRPOBase):
         mean, var = moments_mean_var(self.accelerator.reduce(masked_moments(x, mask), reduction="sum"))
         return whiten_with_stats(x, mask, mean, var)
 
-    def _gae_advantages(self, batch: dict[str, Any], logps: torch.Tensor, old_values: torch.Tensor) -> torch.Tensor:
+    def _gae_advantages(
+        self, batch: dict[str, Any], logps: torch.Tensor, ref_logps: torch.Tensor, old_values: torch.Tensor
+    ) -> torch.Tensor:
         """Per-token rewards → GAE → whitening: returns the advantages, writes ``old_values`` and ``returns``.
 
-        ``logps`` / ``old_values``: ``(B, T)`` rollout log-probs and values of ``batch``'s completions (detached).
+        ``logps`` / ``ref_logps`` / ``old_values``: ``(B, T)`` rollout and reference log-probs and rollout values of
+        ``batch``'s completions (detached; ``ref_logps = logps`` gives no KL penalty).
         Whitening and the logged statistics are over the global batch (all processes). Also logs the rollout metrics
         and updates the adaptive KL coefficient (with the global KL, so β stays equal on all processes).
         """
         args = self.args
         mode = "train" if self.model.training else "eval"
-        logps, old_values = logps.detach().float(), old_values.detach().float()
+        logps, ref_logps, old_values = logps.detach().float(), ref_logps.detach().float(), old_values.detach().float()
         valid = batch["value_mask"].bool()
-        if args.beta > 0:
-            grpo_require_batch_keys(batch, ("ref_per_token_logps",), "RFTTrainer (KL reward, beta > 0)")
-            ref_logps = batch["ref_per_token_logps"].float()
-        else:  # beta == 0: no reference, no penalty
-            ref_logps = logps
         scores = batch["rft_scores"]
 
         beta = self.kl_coef
