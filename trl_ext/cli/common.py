@@ -21,9 +21,11 @@ __all__ = [
     "UsageError",
     "GroupedTrlParser",
     "RLDataArguments",
+    "RLTaskArguments",
     "UnifiedDataArguments",
     "load_rl_splits",
     "load_unified_splits",
+    "rl_command_splits",
     "resolve_reward_funcs",
     "run_script",
 ]
@@ -144,6 +146,25 @@ class RLDataArguments(DataArguments):
 
 
 @dataclass
+class RLTaskArguments(RLDataArguments):
+    """The reasoning-gym task used without --dataset_name, and the held-out accuracy before/after training."""
+
+    task: str = field(
+        default="chain_sum",
+        metadata={"help": "reasoning-gym task of trl_ext.data.rl_dataset (chain_sum, basic_arithmetic, countdown, "
+                          "gsm_symbolic), used when no --dataset_name is given."},
+    )
+    train_size: int = field(default=2000, metadata={"help": "Training prompts (reasoning-gym task)."})
+    eval_size: int = field(
+        default=256,
+        metadata={"help": "Held-out prompts (a disjoint split) for the accuracy before/after training; with "
+                          "--dataset_name, the first N rows of the test split (none: no accuracy). 0 skips it."},
+    )
+    eval_max_new_tokens: int = field(default=32, metadata={"help": "Greedy tokens per held-out answer."})
+    eval_batch_size: int = field(default=64, metadata={"help": "Batch size of the held-out evaluation."})
+
+
+@dataclass
 class UnifiedDataArguments(DataArguments):
     """Columns of your demonstrations and preference pairs (a row may be either kind)."""
 
@@ -205,6 +226,27 @@ def load_rl_splits(args: RLDataArguments, *, seed: int, require_test: bool) -> t
     """(train, test) of ``--dataset_name`` for the RL commands: prompts + ``answer`` references."""
     return _load_prepared_splits(args, prepare_rl_dataset, seed=seed, require_test=require_test,
                                  answer_column=args.answer_column)
+
+
+def rl_command_splits(args: RLTaskArguments, training_args: Any, **task_config: Any):
+    """(train, eval_dataset or None, held-out rows for the accuracy or None, a name for the data) of an RL command.
+
+    With ``--dataset_name``: its splits (:func:`load_rl_splits`), the held-out rows being the first ``--eval_size``
+    rows of the test split. Else ``--train_size`` prompts of ``args.task`` and a disjoint ``eval`` split of
+    ``--eval_size`` prompts (:func:`task_split`; 64 if ``--eval_size`` is 0 and only ``--eval_strategy`` needs it).
+    ``eval_dataset`` is that test / eval split unless ``--eval_strategy no``; ``--eval_size 0``: no held-out rows.
+    """
+    eval_needed = training_args.eval_strategy != "no"
+    seed = training_args.seed
+    if args.dataset_name:
+        train, test = load_rl_splits(args, seed=seed, require_test=eval_needed)
+        heldout = test.select(range(min(args.eval_size, len(test)))) if test is not None else None
+        return train, test if eval_needed else None, heldout if args.eval_size else None, args.dataset_name
+    train = task_split(args, args.train_size, seed=seed, split="train", **task_config)
+    heldout = None
+    if args.eval_size or eval_needed:
+        heldout = task_split(args, args.eval_size or 64, seed=seed, split="eval", **task_config)
+    return train, heldout if eval_needed else None, heldout if args.eval_size else None, args.task
 
 
 def load_unified_splits(args: UnifiedDataArguments, *, seed: int, require_test: bool) -> tuple[Any, Any | None]:

@@ -33,14 +33,7 @@ from dataclasses import dataclass, field
 import torch
 from trl import GRPOTrainer, ModelConfig, get_peft_config, get_quantization_config
 
-from trl_ext.cli.common import (
-    GroupedTrlParser,
-    RLDataArguments,
-    load_rl_splits,
-    resolve_reward_funcs,
-    run_script,
-    task_split,
-)
+from trl_ext.cli.common import GroupedTrlParser, RLTaskArguments, resolve_reward_funcs, rl_command_splits, run_script
 from trl_ext.evaluation import evaluate_accuracy
 from trl_ext.models import resolve_model_name_or_path
 from trl_ext.models.adapters import peft_config_for
@@ -52,21 +45,9 @@ from trl_ext.trainers.process_grpo import ProcessGRPOConfig, ProcessGRPOTrainer
 
 
 @dataclass
-class ScriptArguments(RLDataArguments):
-    """The process-GRPO script: the reasoning-gym task used without --dataset_name, and the before/after evaluation."""
+class ScriptArguments(RLTaskArguments):
+    """The process-GRPO script: the baselines, the process reward model and skipping the before/after evaluation."""
 
-    task: str = field(
-        default="gsm_symbolic",
-        metadata={"help": "reasoning-gym task (trl_ext.data.rl_dataset), used when no --dataset_name is given."},
-    )
-    train_size: int = field(default=512, metadata={"help": "Number of training prompts (reasoning-gym task)."})
-    eval_size: int = field(
-        default=24,
-        metadata={"help": "Number of held-out prompts for the before/after accuracy; with --dataset_name, the first N "
-                          "rows of the test split (none: no accuracy)."},
-    )
-    eval_max_new_tokens: int = field(default=128, metadata={"help": "Generation length of the evaluation."})
-    eval_batch_size: int = field(default=16, metadata={"help": "Batch size of the evaluation's generation."})
     skip_eval: bool = field(default=False, metadata={"help": "Skip the before/after evaluation."})
     outcome_only: bool = field(
         default=False,
@@ -82,6 +63,11 @@ class ScriptArguments(RLDataArguments):
 
 
 DEFAULTS = dict(
+    task="gsm_symbolic",
+    train_size=512,
+    eval_size=24,
+    eval_max_new_tokens=128,
+    eval_batch_size=16,
     output_dir="outputs/process_grpo",
     max_steps=30,
     per_device_train_batch_size=4,
@@ -115,14 +101,7 @@ def evaluate(model, tokenizer, dataset, grader, verifier, script_args) -> dict[s
 
 def build_datasets(script_args: ScriptArguments, training_args: ProcessGRPOConfig):
     """(train, eval_dataset or None, held-out rows for the before/after accuracy or None, a name for the data)."""
-    eval_needed = training_args.eval_strategy != "no"
-    if script_args.dataset_name:
-        train, test = load_rl_splits(script_args, seed=training_args.seed, require_test=eval_needed)
-        heldout = test.select(range(min(script_args.eval_size, len(test)))) if test is not None else None
-        return train, test if eval_needed else None, heldout, script_args.dataset_name
-    train = task_split(script_args, script_args.train_size, seed=training_args.seed, split="train")
-    heldout = task_split(script_args, script_args.eval_size, seed=training_args.seed, split="eval")
-    return train, heldout if eval_needed else None, heldout, script_args.task
+    return rl_command_splits(script_args, training_args)
 
 
 def main(script_args: ScriptArguments, training_args: ProcessGRPOConfig, model_args: ModelConfig) -> dict:

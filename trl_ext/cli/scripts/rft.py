@@ -47,14 +47,7 @@ from pathlib import Path
 import torch
 from trl import ModelConfig, get_peft_config, get_quantization_config
 
-from trl_ext.cli.common import (
-    GroupedTrlParser,
-    RLDataArguments,
-    load_rl_splits,
-    resolve_reward_funcs,
-    run_script,
-    task_split,
-)
+from trl_ext.cli.common import GroupedTrlParser, RLTaskArguments, resolve_reward_funcs, rl_command_splits, run_script
 from trl_ext.evaluation import evaluate_accuracy
 from trl_ext.models import resolve_model_name_or_path
 from trl_ext.models.adapters import peft_config_for, tokenizer_source
@@ -68,26 +61,13 @@ PLOT_KEYS = ("reward", "kl", "vf_loss", "rlhf_reward", "explained_variance", "va
 
 
 @dataclass
-class RFTScriptArguments(RLDataArguments):
-    """The RFT script: the reasoning-gym task used without --dataset_name, and the held-out accuracy."""
+class RFTScriptArguments(RLTaskArguments):
+    """The RFT script: the reasoning-gym task's config and the format reward."""
 
-    task: str = field(
-        default="chain_sum",
-        metadata={"help": "reasoning-gym task of trl_ext.data.rl_dataset (chain_sum, basic_arithmetic, countdown, "
-                          "gsm_symbolic), used when no --dataset_name is given."},
-    )
     task_config: str = field(
         default='{"min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 2}',
         metadata={"help": "JSON of the reasoning-gym task config (e.g. number of terms and digits)."},
     )
-    train_size: int = field(default=2000, metadata={"help": "Training prompts (reasoning-gym task)."})
-    eval_size: int = field(
-        default=256,
-        metadata={"help": "Held-out prompts (a disjoint split) for the accuracy before/after training; with "
-                          "--dataset_name, the first N rows of the test split (none: no accuracy). 0 skips it."},
-    )
-    eval_max_new_tokens: int = field(default=32, metadata={"help": "Greedy tokens per held-out answer."})
-    eval_batch_size: int = field(default=64, metadata={"help": "Batch size of the held-out evaluation."})
     format_reward_weight: float = field(
         default=0.5,
         metadata={"help": "Weight of a FormatGrader reward (1 if the completion ends with '#### <answer>') added to "
@@ -131,21 +111,14 @@ DEMO_DEFAULTS = dict(
 )
 
 
+def _task_config(script_args: RFTScriptArguments) -> dict:
+    """``--task_config`` as a dict (read only for a reasoning-gym task, not with --dataset_name)."""
+    return json.loads(script_args.task_config) if script_args.task_config and not script_args.dataset_name else {}
+
+
 def build_datasets(script_args: RFTScriptArguments, training_args: RFTConfig):
     """(train, eval_dataset or None, held-out rows for the accuracy or None, a name for the data)."""
-    eval_needed = training_args.eval_strategy != "no"
-    if script_args.dataset_name:
-        train, test = load_rl_splits(script_args, seed=training_args.seed, require_test=eval_needed)
-        heldout = test.select(range(min(script_args.eval_size, len(test)))) if test is not None else None
-        return train, test if eval_needed else None, heldout if script_args.eval_size else None, \
-            script_args.dataset_name
-    task_config = json.loads(script_args.task_config) if script_args.task_config else {}
-    train = task_split(script_args, script_args.train_size, seed=training_args.seed, split="train", **task_config)
-    heldout = None
-    if script_args.eval_size or eval_needed:
-        heldout = task_split(script_args, script_args.eval_size or 64, seed=training_args.seed, split="eval",
-                             **task_config)
-    return train, heldout if eval_needed else None, heldout if script_args.eval_size else None, script_args.task
+    return rl_command_splits(script_args, training_args, **_task_config(script_args))
 
 
 def build_reward_funcs(script_args: RFTScriptArguments, training_args: RFTConfig) -> tuple[list, object]:
@@ -171,8 +144,7 @@ def main(script_args: RFTScriptArguments, training_args: RFTConfig, model_args: 
     # the data first: a wrong file, column or split fails here, before any model is loaded
     train_dataset, eval_dataset, heldout, data_name = build_datasets(script_args, training_args)
     reward_funcs, grader = build_reward_funcs(script_args, training_args)
-    task_config = json.loads(script_args.task_config) if script_args.task_config and not script_args.dataset_name \
-        else {}
+    task_config = _task_config(script_args)
 
     from transformers import AutoTokenizer
 
