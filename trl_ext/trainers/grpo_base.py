@@ -65,6 +65,20 @@ class RolloutRewards:
     per_func: torch.Tensor
     per_step: list[dict] | None = None
 
+    def weighted_sum(self, weights: torch.Tensor, rows: slice = slice(None)) -> tuple[torch.Tensor, torch.Tensor]:
+        """The sequence score ``Σ_k w_k · r_k`` over the functions that returned a reward (TRL's
+        ``sum_then_normalize``; ``None`` rewards skipped), and which rows no function scored; both ``(B,)``, for the
+        ``rows`` of :attr:`per_func` (e.g. one process's slice).
+
+        Example:
+            >>> nan = float("nan")
+            >>> RolloutRewards(torch.tensor([[1.0, 2.0], [nan, 4.0], [nan, nan]])).weighted_sum(torch.tensor([1.0, 0.5]))
+            (tensor([2., 2., 0.]), tensor([False, False,  True]))
+        """
+        per_func = self.per_func[rows]
+        scores = (per_func * weights.to(per_func.device).unsqueeze(0)).nansum(dim=1)
+        return scores, torch.isnan(per_func).all(dim=1)
+
 
 def as_list(value: Any) -> list:
     """``None`` → ``[]``, a list or tuple → a list of its items, anything else → ``[value]`` (TRL's convention for

@@ -376,7 +376,7 @@ class ProcessGRPOTrainer(GRPOBase):
         """This process's rows of the global batch's advantages (:meth:`_global_advantages`), padded or cut to the
         width of its completions."""
         B, width = batch["completion_ids"].shape
-        advantages = self._global_advantages(rewards.per_step, rewards.per_func)[grpo_local_slice(self, B)]
+        advantages = self._global_advantages(rewards)[grpo_local_slice(self, B)]
         if advantages.shape[1] < width:
             advantages = torch.nn.functional.pad(advantages, (0, width - advantages.shape[1]))
         return advantages[:, :width].contiguous().to(batch["completion_ids"].device)
@@ -385,9 +385,10 @@ class ProcessGRPOTrainer(GRPOBase):
         """Log a metric computed from the global batch (the same on every process) for this step."""
         grpo_metrics(self, "train" if self.model.training else "eval")[name].append(value)
 
-    def _global_advantages(self, rows: list[dict], rewards_per_func: torch.Tensor) -> torch.Tensor:
+    def _global_advantages(self, rewards: RolloutRewards) -> torch.Tensor:
         """``(B_global, T_global)`` advantages from the gathered step rewards and the outcome rewards
         (:func:`trl_ext.core.process_advantages`: pooled normalisation, reward-to-go); logs their statistics."""
+        rows, rewards_per_func = rewards.per_step, rewards.per_func
         device = rewards_per_func.device
         n = len(rows)
         if rewards_per_func.shape[0] != n:
@@ -406,9 +407,8 @@ class ProcessGRPOTrainer(GRPOBase):
                 step_rewards[i, :k] = torch.tensor(row["rewards"], dtype=torch.float32)
                 step_ends[i, :k] = torch.tensor(row["ends"], dtype=torch.long)
         if use_outcome:
-            weights = self.reward_weights.to(rewards_per_func.device).unsqueeze(0)
-            outcome = (rewards_per_func * weights).nansum(1)
-            outcome[torch.isnan(rewards_per_func).all(1)] = math.nan
+            outcome, unscorable = rewards.weighted_sum(self.reward_weights)
+            outcome[unscorable] = math.nan
             lengths = torch.tensor([r["length"] for r in rows], dtype=torch.long)
             step_rewards[:, -1] = self.outcome_reward_weight * outcome.float().cpu()
             step_ends[:, -1] = (lengths - 1).clamp(min=0)

@@ -524,9 +524,7 @@ class RFTTrainer(GRPOBase):
         mask = completion_mask if batch.get("tool_mask") is None else completion_mask * batch["tool_mask"]
 
         # 1. Sequence scores: weighted sum of the reward functions (None skipped, as TRL does), on this rank's rows
-        rewards_per_func = rewards.per_func[grpo_local_slice(self, B)]
-        unscorable = torch.isnan(rewards_per_func).all(dim=1)
-        scores = (rewards_per_func * self.reward_weights.to(rewards_per_func.device).unsqueeze(0)).nansum(dim=1)
+        scores, unscorable = rewards.weighted_sum(self.reward_weights, rows=grpo_local_slice(self, B))
         if args.missing_eos_penalty is not None:
             eos = torch.tensor(self.eos_token_ids, device=completion_ids.device)
             has_eos = (torch.isin(completion_ids, eos) & completion_mask.bool()).any(dim=1)
