@@ -110,12 +110,17 @@ class GRPOBase(ResumeMixin, HubPushMixin, ModelCardMixin, VLLMSyncMixin, GRPOTra
 
     Class attributes of a subclass: ``_name`` (the suffix of the default output folder and the model card's trainer
     name), ``_config_class`` (built when ``args`` is ``None``), ``_accepted_configs`` (what ``args`` may be),
-    ``_no_reward_hint`` (appended to TRL's "No reward source provided" error).
+    ``_no_reward_hint`` (appended to TRL's "No reward source provided" error), ``_outcome_placeholder`` (for a
+    subclass whose rewards may come from elsewhere, e.g. process rewards: without ``reward_funcs``, TRL — which
+    needs one — gets this function as a column that never enters the advantages; :meth:`score_rollout` fills it).
+    A subclass's own arguments are keywords of its ``__init__``, which passes the rest on; its bad-input checks go
+    into :meth:`_check_arguments`.
     """
 
     _config_class: type = GRPOConfig
     _accepted_configs: tuple[type, ...] = (GRPOConfig,)
     _no_reward_hint: str = ""
+    _outcome_placeholder: Callable | None = None
 
     def __init__(
         self,
@@ -130,17 +135,14 @@ class GRPOBase(ResumeMixin, HubPushMixin, ModelCardMixin, VLLMSyncMixin, GRPOTra
         optimizers: tuple = (None, None),
         quantization_config: Any = None,
         peft_config: Any = None,
-        *,
-        outcome_placeholder: Callable | None = None,
         **grpo_kwargs: Any,
     ) -> None:
-        """``outcome_placeholder``: a subclass whose rewards come from elsewhere (process rewards) may train without
-        ``reward_funcs``; TRL, which needs one, then gets this function as a column that never enters the
-        advantages (:meth:`score_rollout` fills it)."""
         name = type(self).__name__
         args = self._resolve_args(model, args)
         reward_funcs = as_list(reward_funcs)
+        self._check_arguments(args, reward_funcs, grpo_kwargs)
         has_environment = grpo_kwargs.get("environment_factory") is not None
+        outcome_placeholder = self._outcome_placeholder
         if not reward_funcs and not has_environment and outcome_placeholder is None:
             raise ValueError(
                 "No reward source provided. Pass `reward_funcs`, or an `environment_factory` whose environment "
@@ -183,6 +185,10 @@ class GRPOBase(ResumeMixin, HubPushMixin, ModelCardMixin, VLLMSyncMixin, GRPOTra
         if has_reward_funcs and getattr(args, "validate_reward_funcs", True) and not has_environment:
             probe_reward_funcs(self.reward_funcs, self.reward_func_names, train_dataset, grpo_tokenizer(self),
                                trainer_state=self.state, check_output=True)
+
+    def _check_arguments(self, args: Any, reward_funcs: list, grpo_kwargs: dict) -> None:
+        """Hook: a subclass's own bad-input checks, before anything loads (``args`` resolved, ``reward_funcs`` a
+        list, ``grpo_kwargs`` the rest of ``GRPOTrainer``'s keywords). Default: none."""
 
     def _resolve_args(self, model: Any, args: Any) -> Any:
         """``args``, or the subclass's config with the default output folder; a config of another kind raises."""

@@ -213,32 +213,31 @@ class ProcessGRPOTrainer(GRPOBase):
         "completions/mean_length", "eval_*", "train_loss", "train_runtime",
     )
 
-    def __init__(
-        self,
-        model: Any,
-        reward_funcs: Any = None,
-        args: GRPOConfig | None = None,
-        train_dataset: Any = None,
-        eval_dataset: Any = None,
-        processing_class: Any = None,
-        reward_processing_classes: Any = None,
-        callbacks: list | None = None,
-        optimizers: tuple = (None, None),
-        quantization_config: Any = None,
-        peft_config: Any = None,
-        *,
-        process_reward_funcs: Any = None,
-        **kwargs: Any,
-    ) -> None:
-        args = self._resolve_args(model, args)
+    _outcome_placeholder = staticmethod(mean_step_reward)  # its column: each completion's mean step reward
+
+    def __init__(self, *args: Any, process_reward_funcs: Any = None, **kwargs: Any) -> None:
+        self.process_reward_funcs = as_list(process_reward_funcs)  # checked by _check_arguments, before TRL's init
+        super().__init__(*args, **kwargs)  # GRPOTrainer's arguments
+        args = self.args
+        self.process_reward_func_names = [callable_name(fn) for fn in self.process_reward_funcs]
+        weights = args.process_reward_weights
+        self.process_reward_weights = torch.tensor(
+            weights if weights is not None else [1.0] * len(self.process_reward_funcs), dtype=torch.float32
+        )
+        self.outcome_reward_weight = float(args.outcome_reward_weight)
+        self.correct_step_threshold = float(args.correct_step_threshold)
+        for fn in self.process_reward_funcs:
+            if isinstance(fn, ProcessRewardModel):
+                fn.model.to(self.accelerator.device)
+
+    def _check_arguments(self, args: Any, reward_funcs: list, grpo_kwargs: dict) -> None:
         for key, default in _PROCESS_DEFAULTS.items():
             if not hasattr(args, key):  # a plain GRPOConfig: drop-in with the process defaults
                 setattr(args, key, default)
         self.step_separator = _check_separator(args.step_separator)
-        process_reward_funcs = as_list(process_reward_funcs)
-        self._check_process_reward_funcs(process_reward_funcs, args.process_reward_weights)
-        self._has_outcome = bool(as_list(reward_funcs))
-        if not self._has_outcome and not process_reward_funcs:
+        self._check_process_reward_funcs(self.process_reward_funcs, args.process_reward_weights)
+        self._has_outcome = bool(reward_funcs)
+        if not self._has_outcome and not self.process_reward_funcs:
             raise ValueError(
                 "No reward source provided. Pass `reward_funcs`, or an `environment_factory` whose environment "
                 "defines a `get_reward` method. ProcessGRPOTrainer needs at least one reward: pass "
@@ -250,30 +249,11 @@ class ProcessGRPOTrainer(GRPOBase):
                 f"multi_objective_aggregation={args.multi_objective_aggregation!r} is not supported."
             )
         for key in ("tools", "environment_factory"):
-            if kwargs.get(key):
+            if grpo_kwargs.get(key):
                 raise ValueError(
                     f"ProcessGRPOTrainer does not support `{key}`: multi-turn completions with tool outputs are not "
                     "split into steps."
                 )
-
-        # Without outcome rewards, GRPOTrainer (which requires a reward source) gets `mean_step_reward`: its column
-        # shows each completion's mean step reward in TRL's `reward` metrics and completions table; it never enters
-        # the advantages.
-        super().__init__(
-            model, reward_funcs, args, train_dataset, eval_dataset, processing_class, reward_processing_classes,
-            callbacks, optimizers, quantization_config, peft_config, outcome_placeholder=mean_step_reward, **kwargs,
-        )
-        self.process_reward_funcs = process_reward_funcs
-        self.process_reward_func_names = [callable_name(fn) for fn in process_reward_funcs]
-        weights = args.process_reward_weights
-        self.process_reward_weights = torch.tensor(
-            weights if weights is not None else [1.0] * len(process_reward_funcs), dtype=torch.float32
-        )
-        self.outcome_reward_weight = float(args.outcome_reward_weight)
-        self.correct_step_threshold = float(args.correct_step_threshold)
-        for fn in process_reward_funcs:
-            if isinstance(fn, ProcessRewardModel):
-                fn.model.to(self.accelerator.device)
 
     @staticmethod
     def _check_process_reward_funcs(funcs: list, weights: list | None) -> None:

@@ -71,7 +71,6 @@ from typing import Any, Iterator
 
 import torch
 from torch import nn
-from transformers import PreTrainedModel
 from trl import GRPOConfig, SyncRefModelCallback
 
 from ..core import AdaptiveKLController, clipped_value_loss, gae, kl_k1, kl_k3, masked_mean, masked_sum
@@ -387,27 +386,8 @@ class RFTTrainer(GRPOBase):
         "completions/mean_length", "eval_*", "train_loss", "train_runtime",
     )
 
-    def __init__(
-        self,
-        model: str | PreTrainedModel | nn.Module,
-        reward_funcs: Any = None,
-        args: RFTConfig | None = None,
-        train_dataset: Any = None,
-        eval_dataset: Any = None,
-        processing_class: Any = None,
-        reward_processing_classes: Any = None,
-        callbacks: list | None = None,
-        optimizers: tuple = (None, None),
-        quantization_config: Any = None,
-        peft_config: Any = None,
-        *,
-        value_head: ValueHead | None = None,
-        **grpo_kwargs: Any,
-    ) -> None:
-        super().__init__(  # bad input fails here, before anything heavy loads (GRPOBase)
-            model, reward_funcs, args, train_dataset, eval_dataset, processing_class, reward_processing_classes,
-            callbacks, optimizers, quantization_config, peft_config, **grpo_kwargs,
-        )
+    def __init__(self, *args: Any, value_head: ValueHead | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)  # GRPOTrainer's arguments; bad input fails before anything loads
         args = self.args
 
         # ---- the KL in the reward: RFT's own coefficient; TRL's KL *loss* term off ----------------------------
