@@ -72,7 +72,8 @@ class RolloutRewards:
 
         Example:
             >>> nan = float("nan")
-            >>> RolloutRewards(torch.tensor([[1.0, 2.0], [nan, 4.0], [nan, nan]])).weighted_sum(torch.tensor([1.0, 0.5]))
+            >>> rewards = RolloutRewards(torch.tensor([[1.0, 2.0], [nan, 4.0], [nan, nan]]))
+            >>> rewards.weighted_sum(torch.tensor([1.0, 0.5]))
             (tensor([2., 2., 0.]), tensor([False, False,  True]))
         """
         per_func = self.per_func[rows]

@@ -215,9 +215,9 @@ class ProcessGRPOTrainer(GRPOBase):
 
     _outcome_placeholder = staticmethod(mean_step_reward)  # its column: each completion's mean step reward
 
-    def __init__(self, *args: Any, process_reward_funcs: Any = None, **kwargs: Any) -> None:
+    def __init__(self, *grpo_args: Any, process_reward_funcs: Any = None, **grpo_kwargs: Any) -> None:
         self.process_reward_funcs = as_list(process_reward_funcs)  # checked by _check_arguments, before TRL's init
-        super().__init__(*args, **kwargs)  # GRPOTrainer's arguments
+        super().__init__(*grpo_args, **grpo_kwargs)  # GRPOTrainer's arguments
         args = self.args
         self.process_reward_func_names = [callable_name(fn) for fn in self.process_reward_funcs]
         weights = args.process_reward_weights

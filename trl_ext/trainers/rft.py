@@ -15,8 +15,8 @@ The ``(B, T)`` advantage, from reward to loss, all in this file (:class:`~trl_ex
    (its ``ref_model``, or the PEFT policy with adapters disabled) gives ``logp_ref``, one of the policy gives the
    rollout log-probs ``logp_old`` and the values ``V_old`` of a :class:`~trl_ext.models.value_head.ValueHead` on the
    last hidden state; they give per-token rewards (:func:`trl_ext.core.rlhf_token_rewards`: score on the last real
-   token, ``−β·(logp_old − logp_ref)`` on every token), then advantages and returns (:func:`trl_ext.core.gae`), the
-   advantages :func:`trl_ext.core.whiten`-ed with the mean and variance of the *global* batch (float64 moments
+   token, ``−β·(logp_old − logp_ref)`` on every token), then advantages and returns (:func:`trl_ext.core.gae`),
+   the advantages :func:`trl_ext.core.whiten`-ed with the mean and variance of the *global* batch (float64 moments
    all-reduced over processes). As in PPO implementations, ``logp_old``/``V_old`` come from their own pass: one
    no-grad forward per rollout more than ``GRPOTrainer`` with ``num_iterations=1`` (which reuses the training
    forward's log-probs). When TRL computed ``old_per_token_logps`` itself (``num_iterations > 1``, vLLM importance
@@ -35,7 +35,8 @@ forward — fused or not, PEFT or not, under DDP — so the critic costs one ``L
 extra pass. The value head is a submodule of the policy (:func:`~trl_ext.models.value_head.attach_value_head`): the
 optimizer, DDP, PEFT (it stays trainable, in fp32, over a 4-bit base) and ``save_pretrained`` (which leaves it out)
 all treat it correctly, and the trainer saves it as ``value_head.safetensors`` + ``value_head_config.json`` in every
-checkpoint and final folder, reloads it on ``resume_from_checkpoint``, and uploads it with ``push_to_hub``.
+checkpoint and final folder, reloads it on ``resume_from_checkpoint``, and uploads it with ``push_to_hub``
+(:mod:`~trl_ext.trainers.value_head_files`).
 
 Logged each step (literature names): ``pg_loss`` (the policy loss TRL's ``_compute_loss`` returned and that was
 optimised: the surrogate of the ``loss_type``, plus TRL's entropy bonus / router aux loss when enabled; averaged over
@@ -62,11 +63,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
-import json
-import os
-import shutil
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Iterator
 
 import torch
@@ -77,19 +74,7 @@ from ..core import AdaptiveKLController, clipped_value_loss, gae, kl_k1, kl_k3, 
 from ..core import explained_variance, explained_variance_from_moments, masked_moments, moments_mean_var
 from ..core import rlhf_token_rewards, whiten, whiten_with_stats
 from ..models.adapters import AdapterFolderArguments
-from ..models.value_head import (
-    VALUE_HEAD_ATTRIBUTE,
-    VALUE_HEAD_CONFIG_NAME,
-    VALUE_HEAD_WEIGHTS_NAME,
-    ValueHead,
-    attach_value_head,
-    atomic_write_text,
-    check_policy_pairing,
-    get_value_head,
-    has_value_head_files,
-    policy_fingerprint,
-    policy_record,
-)
+from ..models.value_head import ValueHead, attach_value_head, get_value_head
 from .grpo_base import GRPOBase, RolloutRewards
 from .trl_compat import (
     fused_lm_head_backbone,
@@ -104,9 +89,10 @@ from .trl_compat import (
     grpo_reference_logps,
     grpo_require_batch_keys,
 )
+from .value_head_files import RFT_STATE_NAME, ValueHeadFilesMixin
 
 # explained_variance(_from_moments) live in trl_ext.core.masked; re-exported for the old import path
-__all__ = ["RFTConfig", "RFTTrainer", "explained_variance", "explained_variance_from_moments"]
+__all__ = ["RFT_STATE_NAME", "RFTConfig", "RFTTrainer", "explained_variance", "explained_variance_from_moments"]
 
 _NOT_APPLICABLE = {
     "scale_rewards": ("group", "the advantages come from GAE with the critic, whitened over the batch, not from "
@@ -120,9 +106,6 @@ _NOT_APPLICABLE = {
 
 _ROLLOUT_KEYS = ("prompt_ids", "prompt_mask", "completion_ids", "completion_mask", "num_items_in_batch")
 """Keys of TRL's rollout batch that the RFT math reads."""
-
-RFT_STATE_NAME = "rft_state.json"
-"""File in each checkpoint holding the trainer state that the Trainer does not save (the adaptive KL coefficient)."""
 
 _PPO_CITATION = """@article{schulman2017proximal,
     title   = {{Proximal Policy Optimization Algorithms}},
@@ -343,7 +326,7 @@ class _PolicyForwards:
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-class RFTTrainer(GRPOBase):
+class RFTTrainer(ValueHeadFilesMixin, GRPOBase):
     """PPO actor-critic reinforcement fine-tuning (value head, clipped value loss, GAE, KL in the reward).
 
     Takes every argument of TRL's ``GRPOTrainer`` (``model``, ``reward_funcs`` — graders from
@@ -386,8 +369,8 @@ class RFTTrainer(GRPOBase):
         "completions/mean_length", "eval_*", "train_loss", "train_runtime",
     )
 
-    def __init__(self, *args: Any, value_head: ValueHead | None = None, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)  # GRPOTrainer's arguments; bad input fails before anything loads
+    def __init__(self, *grpo_args: Any, value_head: ValueHead | None = None, **grpo_kwargs: Any) -> None:
+        super().__init__(*grpo_args, **grpo_kwargs)  # GRPOTrainer's arguments; bad input fails before anything loads
         args = self.args
 
         # ---- the KL in the reward: RFT's own coefficient; TRL's KL *loss* term off ----------------------------
@@ -685,112 +668,6 @@ class RFTTrainer(GRPOBase):
             group["params"] = [p for p in group["params"] if id(p) not in head_ids]
         optimizer.add_param_group({"params": head_params, "lr": lr, "weight_decay": 0.0})
         return optimizer
-
-    # ---- saving / loading ----------------------------------------------------------------------------------------
-
-    def _value_head_for_saving(self, state_dict: dict | None) -> ValueHead:
-        """The head to save: from a gathered ``state_dict`` (DeepSpeed/FSDP) when it has the head, else the module."""
-        head = self.value_head
-        if state_dict:
-            prefix = f"{VALUE_HEAD_ATTRIBUTE}."
-            found = {k.split(prefix, 1)[1]: v for k, v in state_dict.items() if prefix in k}
-            if found and set(found) == set(head.state_dict()):
-                copy = ValueHead(head.hidden_size, init="zeros", bias=head.summary.bias is not None)
-                copy.load_state_dict({k: v.detach().float().cpu() for k, v in found.items()})
-                copy.source = head.source
-                return copy
-        return head
-
-    def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
-        super()._save(output_dir, state_dict=state_dict)
-        if not self.args.should_save:
-            return
-        output_dir = output_dir if output_dir is not None else self.args.output_dir
-        # the policy files are written: record their hashes with the head and beta, so a mixed folder is refused
-        record = policy_record(output_dir, global_step=self.state.global_step)
-        self._value_head_for_saving(state_dict).save_pretrained(output_dir, policy=record)
-        if self.kl_ctl is not None:
-            state = {"beta": self.kl_ctl.value, "policy": record}
-            atomic_write_text(Path(output_dir, RFT_STATE_NAME), json.dumps(state, indent=2) + "\n")
-
-    def _load_rft_files(self, folder: str | None) -> None:
-        """Load the value head and beta of ``folder``; refuse missing files and a policy/head pair of two saves.
-
-        No value head (a GRPOTrainer checkpoint, deleted files) raises naming the file, unless
-        ``args.resume_with_fresh_value_head`` (then the current head — freshly initialised — is kept, with a
-        warning). The same for ``rft_state.json`` with an adaptive beta (``kl_target``): beta is never silently reset.
-        """
-        import warnings
-
-        if not folder or not os.path.isdir(folder):
-            return
-        fresh_ok = getattr(self.args, "resume_with_fresh_value_head", False)
-        hint = ("set RFTConfig.resume_with_fresh_value_head=True to start a fresh critic (and beta from the config) "
-                "explicitly")
-        if has_value_head_files(folder):
-            check_policy_pairing(folder, where="RFTTrainer (resume)")
-            self.value_head.load_weights(folder)
-        else:
-            missing = next(n for n in (VALUE_HEAD_WEIGHTS_NAME, VALUE_HEAD_CONFIG_NAME) if not Path(folder, n).is_file())
-            if not fresh_ok:
-                raise FileNotFoundError(
-                    f"RFTTrainer: the checkpoint {folder} has no {missing} (is it a GRPOTrainer checkpoint, or were "
-                    f"files removed?): resuming would silently re-initialise the value head. Restore the file, or {hint}."
-                )
-            warnings.warn(f"RFTTrainer: {folder} has no {missing}; resuming with a fresh value head as asked "
-                          "(resume_with_fresh_value_head=True).", stacklevel=2)
-        state_file = Path(folder, RFT_STATE_NAME)
-        if self.kl_ctl is None:
-            return
-        if not state_file.is_file():
-            if not fresh_ok:
-                raise FileNotFoundError(
-                    f"RFTTrainer: the checkpoint {folder} has no {RFT_STATE_NAME}, which holds the adaptive KL "
-                    f"coefficient beta (kl_target is set): resuming would silently reset beta to {self.args.beta}. "
-                    f"Restore the file, or {hint}."
-                )
-            warnings.warn(f"RFTTrainer: {folder} has no {RFT_STATE_NAME}; beta restarts at {self.args.beta} as asked.",
-                          stacklevel=2)
-            return
-        state = json.loads(state_file.read_text())
-        recorded = (state.get("policy") or {}).get("files")
-        if recorded is not None and has_value_head_files(folder) and recorded != policy_fingerprint(folder):
-            raise ValueError(
-                f"RFTTrainer (resume): {state_file} was saved with other policy weights than the ones in {folder}: "
-                "the checkpoint mixes two saves. Use a complete checkpoint."
-            )
-        self.kl_ctl.value = float(state["beta"])
-
-    def _load_from_checkpoint(self, resume_from_checkpoint: str, model: nn.Module | None = None) -> None:
-        super()._load_from_checkpoint(resume_from_checkpoint, model=model)
-        self._load_rft_files(resume_from_checkpoint)
-
-    def _load_optimizer_and_scheduler(self, checkpoint: str | None) -> None:
-        try:
-            super()._load_optimizer_and_scheduler(checkpoint)
-        except ValueError as err:
-            if "parameter group" not in str(err):
-                raise
-            raise ValueError(
-                f"RFTTrainer: the optimizer state in {checkpoint} does not fit this trainer's parameter groups ({err}). "
-                "It was saved by another trainer (e.g. GRPOTrainer, without RFT's value head) or with another "
-                "value_head_learning_rate. Remove optimizer.pt (and scheduler.pt) from the checkpoint to resume with a "
-                "fresh optimizer state."
-            ) from err
-
-    def _load_best_model(self) -> None:
-        super()._load_best_model()
-        self._load_rft_files(self.state.best_model_checkpoint)
-
-    def _push_from_checkpoint(self, checkpoint_folder: str) -> None:
-        # Trainer copies a fixed list of model files from the checkpoint into output_dir before uploading it
-        if self.is_world_process_zero():
-            for name in (VALUE_HEAD_WEIGHTS_NAME, VALUE_HEAD_CONFIG_NAME, RFT_STATE_NAME):
-                source = os.path.join(checkpoint_folder, name)
-                if os.path.isfile(source):
-                    os.makedirs(self.args.output_dir, exist_ok=True)
-                    shutil.copy(source, os.path.join(self.args.output_dir, name))
-        super()._push_from_checkpoint(checkpoint_folder)
 
     def _card_load_snippet(self, repo_id: str, peft: bool) -> str:
         return (
