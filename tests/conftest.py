@@ -16,6 +16,10 @@ import pytest  # noqa: E402
 # a test module's `pytest_plugins`, which left them unregistered on the CI machine's pytest (11 "fixture not found").
 from hub_fixtures import hub_server, hub_server_factory, run_hub_script  # noqa: E402,F401
 
+# tests/scripts/ holds the scripts that tests run in subprocesses (Hub pushes, multi-process workers): they run at
+# import, so --doctest-modules must not import them.
+collect_ignore = ["scripts"]
+
 
 @pytest.fixture(scope="session")
 def tiny_model_path(tmp_path_factory):

@@ -1,22 +1,23 @@
 """The accelerate configs in examples/accelerate_configs/ start the number of processes they claim.
 
-Each config is launched with ``accelerate launch --config_file`` on a script that builds ``TrainingArguments`` the way
-every trainer does (``use_cpu`` when there is no GPU) and writes the world size, rank, distributed type and backend
-each process sees. The 2-process CPU config runs everywhere (default suite). The GPU configs run as they are where the
-machine has the GPUs (and DeepSpeed for the ZeRO configs); on CPU-only machines their DDP launcher is still checked to
-start ``num_processes`` processes with ``use_cpu: true`` patched in (slow), since accelerate ignores FSDP/DeepSpeed on
-CPU.
+Each config is launched with ``accelerate launch --config_file`` on tests/scripts/accelerate_world.py, which builds
+``TrainingArguments`` the way every trainer does (``use_cpu`` when there is no GPU) and writes the world size, rank,
+distributed type and backend each process sees. The 2-process CPU config runs everywhere (default suite). The GPU
+configs run as they are where the machine has the GPUs (and DeepSpeed for the ZeRO configs); on CPU-only machines their
+DDP launcher is still checked to start ``num_processes`` processes with ``use_cpu: true`` patched in (slow), since
+accelerate ignores FSDP/DeepSpeed on CPU.
 """
 
 import json
 import os
 import subprocess
 import sys
-import textwrap
 
 import pytest
 import torch
 import yaml
+
+from helpers import SCRIPTS
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG_DIR = os.path.join(ROOT, "examples", "accelerate_configs")
@@ -32,22 +33,6 @@ EXPECTED = {
     "fsdp2.yaml": ("FSDP", 8, {"fsdp_config.fsdp_version": 2}),
 }
 
-WORLD_SCRIPT = textwrap.dedent(
-    """
-    import json, os, sys
-    import torch
-    import torch.distributed as dist
-    from transformers import TrainingArguments
-
-    args = TrainingArguments(output_dir=sys.argv[1], use_cpu=not torch.cuda.is_available(), report_to="none")
-    state = args.distributed_state
-    info = {"world": args.world_size, "rank": args.process_index, "type": state.distributed_type.name,
-            "backend": dist.get_backend() if dist.is_initialized() else None}
-    with open(os.path.join(sys.argv[1], f"rank{args.process_index}.json"), "w") as f:
-        json.dump(info, f)
-    """
-)
-
 
 def _load(name: str) -> dict:
     with open(os.path.join(CONFIG_DIR, name)) as f:
@@ -55,13 +40,12 @@ def _load(name: str) -> dict:
 
 
 def _launch(config_path: str, tmp_path) -> list[dict]:
-    script, out = tmp_path / "world.py", tmp_path / "out"
-    script.write_text(WORLD_SCRIPT)
+    out = tmp_path / "out"
     out.mkdir()
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     result = subprocess.run(
         [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config_path),
-         "--main_process_port", "0", str(script), str(out)],
+         "--main_process_port", "0", str(SCRIPTS / "accelerate_world.py"), str(out)],
         env=env, capture_output=True, text=True, timeout=600,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]

@@ -20,8 +20,9 @@ from trl_ext.trainers.process_grpo import ProcessGRPOConfig, ProcessGRPOTrainer
 from trl_ext.trainers.rft import RFTConfig, RFTTrainer
 from trl_ext.trainers.unified import UnifiedLikelihoodConfig, UnifiedLikelihoodTrainer
 
+from helpers import PROMPTS, char_variety, grpo_args, nf4_config, prompt_dataset, run_args
+
 REPO = Path(__file__).resolve().parents[1]
-PROMPTS = ["What is 2+2?", "Compute 3*5.", "Add 7 and 8.", "What is 10-4?"]
 R, ALPHA, TARGETS = 4, 8, ("q_proj", "v_proj")
 MAX_LENGTH_MARK = 777  # model_max_length of the tokenizer saved in the adapter folder (the base's differs)
 
@@ -56,34 +57,20 @@ def bare_adapter_dir(tiny_model_path, tmp_path_factory):
     return _save_adapter(tiny_model_path, tmp_path_factory.mktemp("adapter") / "bare-lora", with_tokenizer=False)
 
 
-def _rl_dataset(n_repeat=2):
-    return Dataset.from_dict({"prompt": PROMPTS * n_repeat, "answer": ["4", "15", "15", "6"] * n_repeat})
-
-
 def _pairs():
     return Dataset.from_dict({"prompt": PROMPTS, "chosen": [" 4", " 15", " It is 15.", " 6 exactly"],
                               "rejected": [" 5 probably", " 7", " 8", " 5"]})
 
 
-def char_variety(completions, **kwargs):
-    return [len(set(c)) / 10.0 for c in completions]
-
-
 def _grpo_kwargs(tmp_path, **overrides):
-    kwargs = dict(output_dir=str(tmp_path / "out"), per_device_train_batch_size=4, max_completion_length=8,
-                  max_steps=1, logging_steps=1, learning_rate=1e-2, report_to="none", save_strategy="no",
-                  use_cpu=True, bf16=False, seed=0, disable_tqdm=True, beta=0.1)
-    kwargs.update(overrides)
-    return kwargs
+    return grpo_args(tmp_path / "out", **{"learning_rate": 1e-2, "beta": 0.1, **overrides})
 
 
 def _unified_args(tmp_path, **overrides):
-    kwargs = dict(output_dir=str(tmp_path / "out"), loss_type=["sigmoid", "sft"], precompute_ref_log_probs=True,
-                  per_device_train_batch_size=4, max_steps=2, learning_rate=1e-2, report_to="none", bf16=False,
-                  use_cpu=True, save_strategy="no", logging_steps=1, gradient_checkpointing=False, seed=0,
-                  dataloader_pin_memory=False, disable_tqdm=True)
-    kwargs.update(overrides)
-    return UnifiedLikelihoodConfig(**kwargs)
+    return UnifiedLikelihoodConfig(**run_args(
+        tmp_path / "out", **{"loss_type": ["sigmoid", "sft"], "precompute_ref_log_probs": True, "max_steps": 2,
+                             "learning_rate": 1e-2, "gradient_checkpointing": False, "dataloader_pin_memory": False,
+                             **overrides}))
 
 
 # ---- independent references: the base model by itself, and base + adapter merged by hand -------------------------
@@ -191,7 +178,7 @@ def test_rft_continues_the_adapter_with_the_base_as_reference(adapter_dir, tiny_
     import trl_ext.trainers.rft as rft
 
     calls = _record_reference(monkeypatch, rft, "grpo_reference_logps")
-    trainer = RFTTrainer(model=adapter_dir, reward_funcs=char_variety, train_dataset=_rl_dataset(),
+    trainer = RFTTrainer(model=adapter_dir, reward_funcs=char_variety, train_dataset=prompt_dataset(),
                          args=RFTConfig(**_grpo_kwargs(tmp_path)))
     assert trainer.ref_model is None
     _assert_starts_from_saved_adapter(trainer.model, adapter_dir)
@@ -205,7 +192,7 @@ def test_rft_continues_the_adapter_with_the_base_as_reference(adapter_dir, tiny_
 
 
 def test_rft_merge_adapter_starts_from_the_merged_model(adapter_dir, tiny_model_path, tmp_path):
-    trainer = RFTTrainer(model=adapter_dir, reward_funcs=char_variety, train_dataset=_rl_dataset(),
+    trainer = RFTTrainer(model=adapter_dir, reward_funcs=char_variety, train_dataset=prompt_dataset(),
                          args=RFTConfig(**_grpo_kwargs(tmp_path, merge_adapter=True)))
     expected = _merged_by_hand(tiny_model_path, adapter_dir)
     assert not hasattr(trainer.model, "peft_config")  # a full model
@@ -222,7 +209,7 @@ def test_rft_merge_adapter_starts_from_the_merged_model(adapter_dir, tiny_model_
 def test_bare_adapter_folder_uses_the_base_tokenizer(bare_adapter_dir, tiny_model_path, tmp_path):
     from transformers import AutoTokenizer
 
-    trainer = RFTTrainer(model=bare_adapter_dir, reward_funcs=char_variety, train_dataset=_rl_dataset(),
+    trainer = RFTTrainer(model=bare_adapter_dir, reward_funcs=char_variety, train_dataset=prompt_dataset(),
                          args=RFTConfig(**_grpo_kwargs(tmp_path)))
     base_tokenizer = AutoTokenizer.from_pretrained(tiny_model_path)
     assert trainer.processing_class.model_max_length == base_tokenizer.model_max_length != MAX_LENGTH_MARK
@@ -234,7 +221,7 @@ def test_adapter_folder_and_peft_config_is_refused(adapter_dir, tmp_path):
     from peft import LoraConfig
 
     with pytest.raises(ValueError, match=r"is a PEFT adapter folder .*peft_config was given too.*merge_adapter=True"):
-        RFTTrainer(model=adapter_dir, reward_funcs=char_variety, train_dataset=_rl_dataset(),
+        RFTTrainer(model=adapter_dir, reward_funcs=char_variety, train_dataset=prompt_dataset(),
                    args=RFTConfig(**_grpo_kwargs(tmp_path)), peft_config=LoraConfig(r=2))
 
 
@@ -248,18 +235,16 @@ def test_adapter_whose_base_cannot_be_found(adapter_dir, tmp_path):
     (lost / "adapter_config.json").write_text(json.dumps(config))
     with pytest.raises(OSError, match=r"model='.*lost-lora' is a PEFT adapter folder whose base model "
                                       r"'nobody-trl-ext/no-such-base' .*cannot be found"):
-        RFTTrainer(model=str(lost), reward_funcs=char_variety, train_dataset=_rl_dataset(),
+        RFTTrainer(model=str(lost), reward_funcs=char_variety, train_dataset=prompt_dataset(),
                    args=RFTConfig(**_grpo_kwargs(tmp_path)))
 
 
 @pytest.mark.slow
 def test_rft_continues_an_adapter_on_a_4bit_base(adapter_dir, tiny_model_path, tmp_path):
     import bitsandbytes as bnb
-    from transformers import BitsAndBytesConfig
 
-    quantization = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
-                                      bnb_4bit_compute_dtype=torch.float32)
-    trainer = RFTTrainer(model=adapter_dir, reward_funcs=char_variety, train_dataset=_rl_dataset(),
+    quantization = nf4_config()
+    trainer = RFTTrainer(model=adapter_dir, reward_funcs=char_variety, train_dataset=prompt_dataset(),
                          args=RFTConfig(**_grpo_kwargs(tmp_path)), quantization_config=quantization)
     assert [m for m in trainer.model.modules() if isinstance(m, bnb.nn.Linear4bit)], "the base is not 4-bit"
     _assert_starts_from_saved_adapter(trainer.model, adapter_dir)
@@ -276,7 +261,7 @@ def test_process_grpo_continues_the_adapter_with_the_base_as_reference(adapter_d
     trainer = ProcessGRPOTrainer(
         model=adapter_dir, reward_funcs=[char_variety], process_reward_funcs=[ArithmeticStepVerifier()],
         args=ProcessGRPOConfig(**_grpo_kwargs(tmp_path, num_generations=4, step_separator=" ")),
-        train_dataset=_rl_dataset(),
+        train_dataset=prompt_dataset(),
     )
     _assert_starts_from_saved_adapter(trainer.model, adapter_dir)
     assert trainer.processing_class.model_max_length == MAX_LENGTH_MARK

@@ -39,10 +39,14 @@ LEARNING = [sys.executable, os.path.join(ROOT, "benchmarks", "bench_learning.py"
 
 
 def _stats():
-    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
-    import learning_stats
+    """benchmarks/learning_stats.py as a module (loaded from its file: nothing is added to sys.path)."""
+    import importlib.util
 
-    return learning_stats
+    path = os.path.join(ROOT, "benchmarks", "learning_stats.py")
+    spec = importlib.util.spec_from_file_location("learning_stats", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def test_learning_stats_t_interval_and_paired_comparison_by_hand():

@@ -26,6 +26,8 @@ from trl_ext.rewards import (
 from trl_ext.rewards import extract as extract_module
 from trl_ext.rewards import graders as graders_module
 
+from helpers import grpo_args
+
 RG_TASKS = ["basic_arithmetic", "chain_sum", "gsm_symbolic", "countdown"]
 GARBAGE = [None, 5, 3.5, {"foo": "bar"}, {"role": "assistant"}, [{"role": "assistant"}], [1, 2], "", object()]
 
@@ -469,19 +471,7 @@ def test_all_graders_as_grpo_reward_funcs(tiny_model_path, tmp_path, conversatio
         seen.update(prompts=prompts, completions=completions, kwargs=kwargs)
         return [0.0] * len(completions)
 
-    config = GRPOConfig(
-        output_dir=str(tmp_path),
-        per_device_train_batch_size=4,
-        num_generations=4,
-        max_completion_length=8,
-        max_steps=1,
-        learning_rate=1e-4,
-        report_to="none",
-        use_cpu=True,
-        logging_steps=1,
-        save_strategy="no",
-        seed=0,
-    )
+    config = GRPOConfig(**grpo_args(tmp_path, num_generations=4, learning_rate=1e-4))
     trainer = GRPOTrainer(
         model=tiny_model_path, reward_funcs=[*graders, record], args=config, train_dataset=grpo_dataset(conversational)
     )
@@ -794,8 +784,7 @@ def test_trainers_reject_an_unusable_reference_column_at_the_probe(tiny_model_pa
         from trl_ext.trainers import ProcessGRPOTrainer as Trainer
 
         extra = {"process_reward_funcs": [ArithmeticStepVerifier()]}
-    args = Config(output_dir=str(tmp_path), per_device_train_batch_size=2, num_generations=2, max_completion_length=4,
-                  max_steps=1, report_to="none", use_cpu=True, save_strategy="no")
+    args = Config(**grpo_args(tmp_path, per_device_train_batch_size=2, num_generations=2, max_completion_length=4))
     with pytest.raises(ValueError, match=r"'numeric_match' returned None for all 2 probe samples.*'answer' holds e\.g\. 'a cat'"):
         Trainer(model=tiny_model_path, reward_funcs=[NumericMatch()], args=args,
                 train_dataset=_probe_dataset(["a cat", "a dog", "a cow", "a hen"]), **extra)
@@ -837,9 +826,7 @@ def test_same_class_graders_get_distinct_metric_keys_in_grpo(tiny_model_path, tm
         seen.update(prompts=prompts, completions=completions, kwargs=kwargs)
         return [0.0] * len(completions)
 
-    config = GRPOConfig(output_dir=str(tmp_path), per_device_train_batch_size=4, num_generations=4,
-                        max_completion_length=8, max_steps=1, report_to="none", use_cpu=True, logging_steps=1,
-                        save_strategy="no", seed=0)
+    config = GRPOConfig(**grpo_args(tmp_path, num_generations=4))
     trainer = GRPOTrainer(model=tiny_model_path, reward_funcs=[*graders, record], args=config,
                           train_dataset=Dataset.from_list(gsm8k_rows()))
     names = [g.__name__ for g in graders]

@@ -21,25 +21,21 @@ from trl_ext.trainers.checks import RolloutChecks
 from trl_ext.trainers.unified import UnifiedLikelihoodConfig, UnifiedLikelihoodTrainer
 from trl_ext.trainers.unified_collator import check_row_format
 
-PROMPTS = ["What is 2+2?", "Compute 3*5.", "Add 7 and 8.", "What is 10-4?"]
-ANSWERS = ["4", "15", "15", "6"]
+from helpers import ANSWERS, PROMPTS, grpo_args, prompt_dataset
+
 RL = {"rft": (RFTTrainer, RFTConfig), "process_grpo": (ProcessGRPOTrainer, ProcessGRPOConfig)}
 NAMES = {"rft": "RFTTrainer", "process_grpo": "ProcessGRPOTrainer"}
 SMALL_VOCAB = dict(vocab_size=1000, pad_token_id=0, bos_token_id=1, eos_token_id=2)  # the policy's has 49152 tokens
 
 
 def _rl_args(cls, tmp_path, **overrides):
-    kwargs = dict(output_dir=str(tmp_path / "out"), per_device_train_batch_size=4, num_generations=4,
-                  max_completion_length=4, max_steps=1, logging_steps=1, learning_rate=1e-3, report_to="none",
-                  save_strategy="no", use_cpu=True, bf16=False, seed=0, disable_tqdm=True)
-    kwargs.update(overrides)
-    return cls(**kwargs)
+    return cls(**grpo_args(tmp_path / "out", **{"num_generations": 4, "max_completion_length": 4, **overrides}))
 
 
 def _rl(trainer, tmp_path, model, reward_funcs, dataset=None, **kwargs):
     cls, config = RL[trainer]
     args = _rl_args(config, tmp_path, **kwargs.pop("args", {}))
-    dataset = Dataset.from_dict({"prompt": PROMPTS, "answer": ANSWERS}) if dataset is None else dataset
+    dataset = prompt_dataset(1) if dataset is None else dataset
     return cls(model=model, reward_funcs=reward_funcs, args=args, train_dataset=dataset, **kwargs)
 
 

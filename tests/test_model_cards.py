@@ -15,7 +15,7 @@ from datasets import Dataset
 
 from trl_ext.model_card import base_model_markdown, dumps_strict_json, final_metrics, strict_json
 
-from helpers import ANSWERS, PROMPTS, run_args
+from helpers import PROMPTS, char_variety, prompt_dataset, run_args
 
 EVAL = [{"metric_name": "held-out answer accuracy", "metric_type": "accuracy", "metric_value": 0.25,
          "dataset_name": "org/heldout-set", "dataset_split": "test"}]
@@ -39,8 +39,8 @@ def _common(out):
 def _rft(model, out, peft):
     from trl_ext.trainers.rft import RFTConfig, RFTTrainer
 
-    ds = Dataset.from_dict({"prompt": PROMPTS, "answer": ANSWERS})
-    return RFTTrainer(model=model, reward_funcs=lambda completions, **kw: [len(set(c)) / 10 for c in completions],
+    ds = prompt_dataset(1)
+    return RFTTrainer(model=model, reward_funcs=char_variety,
                       train_dataset=ds, peft_config=_lora() if peft else None,
                       args=RFTConfig(**_common(out), num_generations=2, max_completion_length=6))
 
@@ -48,8 +48,8 @@ def _rft(model, out, peft):
 def _process_grpo(model, out, peft):
     from trl_ext.trainers.process_grpo import ProcessGRPOConfig, ProcessGRPOTrainer
 
-    ds = Dataset.from_dict({"prompt": PROMPTS, "answer": ANSWERS})
-    return ProcessGRPOTrainer(model=model, reward_funcs=lambda completions, **kw: [len(set(c)) / 10 for c in completions],
+    ds = prompt_dataset(1)
+    return ProcessGRPOTrainer(model=model, reward_funcs=char_variety,
                               train_dataset=ds, peft_config=_lora() if peft else None,
                               args=ProcessGRPOConfig(**_common(out), num_generations=2, max_completion_length=6))
 

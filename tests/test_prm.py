@@ -12,6 +12,8 @@ from trl_ext.core.prm_metrics import first_error_index, prm_metrics, scores_to_p
 from trl_ext.rewards.process import ProcessRewardModel
 from trl_ext.trainers.prm import PRMConfig, PRMTrainer, tokenize_step_row
 
+from helpers import nf4_config, train_quantized
+
 # ----------------------------------------------------------------------------------------------------------------------
 # The hand-checked example. SmolLM2's tokenizer (decoded token by token):
 #   "What is 2+3?" -> [1780 'What', 314 ' is', 216 ' ', 34 '2', 27 '+', 35 '3', 47 '?']
@@ -263,12 +265,9 @@ def test_bad_config_and_model():
 
 
 def test_quantized_model_without_peft_is_refused(tiny_model_path, tmp_path):
-    from transformers import BitsAndBytesConfig
-
-    bnb = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.float32)
     with pytest.raises(ValueError, match="quantized .* pass a `peft_config`"):
         PRMTrainer(tiny_model_path, args=_args(tmp_path, model_init_kwargs={"device_map": "cpu"}),
-                   train_dataset=_rows(), quantization_config=bnb)
+                   train_dataset=_rows(), quantization_config=nf4_config())
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -342,17 +341,11 @@ def test_lora_trains_only_adapter_and_score_head(tiny_model_path, tmp_path):
 
 
 def test_qlora_4bit_cpu_trains(tiny_model_path, tmp_path):
-    from transformers import BitsAndBytesConfig
-
-    bnb = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.float32)
     trainer = PRMTrainer(tiny_model_path, args=_args(tmp_path, max_steps=3, learning_rate=1e-2,
                                                      model_init_kwargs={"device_map": "cpu"}),
-                         train_dataset=_word_dataset(16, 0), peft_config=_lora_config(), quantization_config=bnb)
-    assert any("4bit" in type(m).__name__ for m in trainer.model.modules())
-    before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
-    trainer.train()
-    _assert_only_adapter_and_head_train(trainer, before)
-    assert all(math.isfinite(e["loss"]) for e in trainer.state.log_history if "loss" in e)
+                         train_dataset=_word_dataset(16, 0), peft_config=_lora_config(),
+                         quantization_config=nf4_config())
+    train_quantized(trainer, _assert_only_adapter_and_head_train)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -400,35 +393,8 @@ def test_model_card(tiny_model_path, tmp_path):
     assert "- prm" in text and "None" not in text.split("## Final metrics")[0]
 
 
-PUSH_SCRIPT = '''
-from huggingface_hub import HfApi, ModelCard, snapshot_download
-from datasets import Dataset
-from trl_ext.rewards import ProcessRewardModel
-from trl_ext.trainers.prm import PRMConfig, PRMTrainer
-api = HfApi()
-api.create_repo("user/tiny-base", exist_ok=True)
-api.upload_folder(repo_id="user/tiny-base", folder_path=ARGS["model_path"])
-rows = Dataset.from_dict({"prompt": ["Check 1.", "Check 2."], "completions": [["step 0 is right"], ["a", "b"]],
-                          "labels": [[True], [True, False]]})
-args = PRMConfig(ARGS["output_dir"], max_steps=2, per_device_train_batch_size=2, report_to="none", use_cpu=True,
-                 save_strategy="no", push_to_hub=True, hub_model_id="user/tiny-prm", disable_tqdm=True)
-trainer = PRMTrainer("user/tiny-base", args=args, train_dataset=rows)
-trainer.train()
-steps = [["step 0 is right", "step 1 is wrong"]]
-local = ProcessRewardModel(trainer.model, trainer.processing_class)(prompts=["Check 3."], steps=steps)
-trainer.push_to_hub()
-folder = snapshot_download("user/tiny-prm")
-RESULT["remote"] = ProcessRewardModel(folder)(prompts=["Check 3."], steps=steps)
-RESULT["local"] = local
-card = ModelCard.load("user/tiny-prm")
-RESULT["base_model"] = card.data.base_model
-RESULT["pipeline_tag"] = card.data.pipeline_tag
-finish()
-'''
-
-
 def test_push_to_hub_then_score_from_the_hub(run_hub_script, hub_server, tiny_model_path, tmp_path):
-    res = run_hub_script(PUSH_SCRIPT, hub_server, {"model_path": tiny_model_path, "output_dir": str(tmp_path / "o")})
+    res = run_hub_script("hub_prm_push", hub_server, {"model_path": tiny_model_path, "output_dir": str(tmp_path / "o")})
     assert res["remote"][0] == pytest.approx(res["local"][0], abs=1e-6)
     assert res["base_model"] == "user/tiny-base" and res["pipeline_tag"] == "token-classification"
     files = set(hub_server.files("user/tiny-prm"))

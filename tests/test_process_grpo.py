@@ -6,21 +6,19 @@ import math
 import os
 import subprocess
 import sys
-import textwrap
 
 import pytest
 import torch
-from datasets import Dataset
 from trl import GRPOConfig, GRPOTrainer
 
 from trl_ext.rewards.process import ArithmeticStepVerifier, ProcessRewardModel
 from trl_ext.trainers.process_grpo import ProcessGRPOConfig, ProcessGRPOTrainer
 
-from helpers import ANSWERS, PROMPTS, char_variety, grpo_args
+from helpers import char_variety, grpo_args, nf4_config, prompt_dataset, run_script, train_quantized
 
 
 def _dataset(n_repeat=4):
-    return Dataset.from_dict({"prompt": PROMPTS * n_repeat, "answer": ANSWERS * n_repeat})
+    return prompt_dataset(n_repeat)
 
 
 def _kwargs(tmp_path, **overrides):
@@ -324,21 +322,12 @@ def test_lora_trains_adapter_only(tiny_model_path, tmp_path):
 
 
 def test_qlora_4bit_cpu_trains(tiny_model_path, tmp_path):
-    from transformers import BitsAndBytesConfig
-
-    quantization = BitsAndBytesConfig(
-        load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.float32
-    )
     trainer = ProcessGRPOTrainer(
         model=tiny_model_path, reward_funcs=[char_variety], process_reward_funcs=[ArithmeticStepVerifier()],
         args=ProcessGRPOConfig(**_kwargs(tmp_path, max_steps=2, step_separator=" ")), train_dataset=_dataset(),
-        peft_config=_lora_config(), quantization_config=quantization,
+        peft_config=_lora_config(), quantization_config=nf4_config(),
     )
-    assert any("4bit" in type(m).__name__ for m in trainer.model.modules())
-    before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
-    trainer.train()
-    _assert_adapter_trained(trainer, before)
-    assert all(math.isfinite(e["loss"]) for e in trainer.state.log_history if "loss" in e)
+    train_quantized(trainer, _assert_adapter_trained)
 
 
 def test_prm_scorer_in_trainer(tiny_model_path, tokenizer, tmp_path):
@@ -366,37 +355,8 @@ def test_prm_scorer_in_trainer(tiny_model_path, tokenizer, tmp_path):
 
 
 # ----------------------------------------------------------------------------------------------------------------------
-# 2 processes (gloo) == 1 process over the same global batch
+# 2 processes (gloo) == 1 process over the same global batch (tests/scripts/process_grpo_dp_worker.py)
 # ----------------------------------------------------------------------------------------------------------------------
-
-WORKER = textwrap.dedent(
-    '''
-    import json, os, sys
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    import torch
-    from test_process_grpo import _dataset, _fixed_rollout, _kwargs, _spy, answer_is_six
-    from trl_ext.rewards.process import ArithmeticStepVerifier
-    from trl_ext.trainers.process_grpo import ProcessGRPOConfig, ProcessGRPOTrainer
-
-    model_path, out_dir, per_device = sys.argv[1], sys.argv[2], int(sys.argv[3])
-    texts = ["1+1=2\\n\\n2+2=5\\n\\n#### 4", "3+3=6\\n\\n#### 6", "no claim\\n\\n#### 6",
-             "5*5=25\\n\\n25-1=24\\n\\n#### 6",
-             "7+1=9", "#### 3", "2*3=6\\n\\n6+6=12\\n\\n12/4=3\\n\\n#### 6", "9-9=1\\n\\n#### 6"]
-    trainer = ProcessGRPOTrainer(
-        model=model_path, reward_funcs=[answer_is_six], process_reward_funcs=[ArithmeticStepVerifier()],
-        args=ProcessGRPOConfig(**_kwargs(out_dir, num_generations=8, per_device_train_batch_size=per_device)),
-        train_dataset=_dataset(), rollout_func=_fixed_rollout(texts),
-    )
-    captured = _spy(trainer)
-    trainer.train()
-    batch = captured[0]
-    rank = trainer.accelerator.process_index
-    with open(os.path.join(out_dir, f"rank{rank}.json"), "w") as f:
-        json.dump({"world": trainer.accelerator.num_processes, "advantages": batch["advantages"].tolist(),
-                   "mask": batch["completion_mask"].tolist(), "logs": trainer.state.log_history[0]}, f)
-    '''
-)
 
 
 def _rows(out_dir, world):
@@ -413,24 +373,10 @@ def _rows(out_dir, world):
 
 @pytest.mark.slow
 def test_two_process_gloo_run_equals_one_process_run(tiny_model_path, tmp_path):
-    tests_dir = os.path.dirname(os.path.abspath(__file__))
-    worker = str(tmp_path / "worker.py")
-    with open(worker, "w") as f:
-        f.write(WORKER.replace("os.path.dirname(os.path.abspath(__file__))", repr(tests_dir)))
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     one, two = tmp_path / "one", tmp_path / "two"
     one.mkdir(), two.mkdir()
-    subprocess.run([sys.executable, worker, tiny_model_path, str(one), "8"], check=True, env=env, timeout=600)
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = str(sock.getsockname()[1])
-    subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", port,
-         worker, tiny_model_path, str(two), "4"],
-        check=True, env=env, timeout=600,
-    )
+    run_script("process_grpo_dp_worker", tiny_model_path, one, 8)
+    run_script("process_grpo_dp_worker", tiny_model_path, two, 4, nproc=2)
     rows_one, logs_one = _rows(one, 1)
     rows_two, logs_two = _rows(two, 2)
     assert len(rows_one) == len(rows_two) == 8

@@ -24,13 +24,7 @@ from trl_ext.models.value_head import (
 from trl_ext.trainers.checkpointing import last_complete_checkpoint
 from trl_ext.trainers.rft import RFTConfig, RFTTrainer
 
-REPO = Path(__file__).resolve().parents[1]
-PROMPTS = ["What is 2+2?", "Compute 3*5.", "Add 7 and 8.", "What is 10-4?"]
-
-
-def _dataset(n_repeat=2):
-    return Dataset.from_dict({"prompt": PROMPTS * n_repeat, "answer": ["4", "15", "15", "6"] * n_repeat})
-
+from helpers import PROMPTS, REPO, grpo_args, prompt_dataset
 
 class CountingReward:
     """A reward that varies between completions and counts its calls."""
@@ -46,17 +40,14 @@ class CountingReward:
 
 
 def _grpo_kwargs(out, **overrides):
-    kwargs = dict(output_dir=str(out), per_device_train_batch_size=4, num_generations=4, max_completion_length=6,
-                  max_steps=2, logging_steps=1, learning_rate=1e-3, report_to="none", save_strategy="steps",
-                  save_steps=2, use_cpu=True, bf16=False, seed=0, disable_tqdm=True)
-    kwargs.update(overrides)
-    return kwargs
+    return grpo_args(out, **{"num_generations": 4, "max_completion_length": 6, "max_steps": 2,
+                             "save_strategy": "steps", "save_steps": 2, **overrides})
 
 
 def _rft(tiny_model_path, out, reward=None, **overrides):
     reward = reward or CountingReward()
     args = RFTConfig(**_grpo_kwargs(out, validate_reward_funcs=False, **overrides))
-    return RFTTrainer(model=tiny_model_path, reward_funcs=reward, args=args, train_dataset=_dataset()), reward
+    return RFTTrainer(model=tiny_model_path, reward_funcs=reward, args=args, train_dataset=prompt_dataset()), reward
 
 
 def _params(module):
@@ -193,7 +184,7 @@ def test_finished_process_grpo_run_resumed_does_nothing(tiny_model_path, tmp_pat
 
     def make(reward):
         args = ProcessGRPOConfig(**_grpo_kwargs(tmp_path / "p", max_steps=1, save_steps=1))
-        return ProcessGRPOTrainer(model=tiny_model_path, reward_funcs=reward, args=args, train_dataset=_dataset())
+        return ProcessGRPOTrainer(model=tiny_model_path, reward_funcs=reward, args=args, train_dataset=prompt_dataset())
 
     make(CountingReward()).train()
     reward = CountingReward()
@@ -370,7 +361,7 @@ def test_stale_ref_cache_temporaries_removed_never_a_live_one(tiny_model_path, t
 def test_resume_exact_across_epochs_and_inside_a_rollout(tiny_model_path, tmp_path, steps_per_generation, checkpoint):
     """4 prompts, 4 steps per epoch: resume in epoch 2 (and, with steps_per_generation=2, between the two updates of
     one rollout) ends bit-identical to the uninterrupted 6-step run."""
-    data = Dataset.from_dict({"prompt": PROMPTS, "answer": ["4", "15", "15", "6"]})
+    data = prompt_dataset(1)
     kw = dict(beta=0.1, kl_target=0.5, max_steps=6, save_steps=checkpoint, steps_per_generation=steps_per_generation,
               value_head_learning_rate=1e-2)
 
@@ -398,7 +389,7 @@ def test_resume_exact_across_epochs_and_inside_a_rollout(tiny_model_path, tmp_pa
 def test_process_grpo_resume_exact_in_epoch_2_inside_a_rollout(tiny_model_path, tmp_path):
     from trl_ext.trainers.process_grpo import ProcessGRPOConfig, ProcessGRPOTrainer
 
-    data = Dataset.from_dict({"prompt": PROMPTS, "answer": ["4", "15", "15", "6"]})
+    data = prompt_dataset(1)
 
     def make(out):
         args = ProcessGRPOConfig(**_grpo_kwargs(out, max_steps=6, save_steps=5, steps_per_generation=2))

@@ -30,8 +30,8 @@ from safetensors.torch import load_file
 
 from trl_ext.trainers.rft import RFTConfig, RFTTrainer
 
-SCRIPTS = Path(__file__).resolve().parent / "scripts"
-PROMPTS = ["What is 2+2?", "Compute 3*5.", "Add 7 and 8.", "What is 10-4?"]
+from helpers import PROMPTS, SCRIPTS, free_port
+
 
 
 class _Killed(BaseException):
@@ -113,13 +113,13 @@ REQUIRED = ("model.safetensors", "optimizer.pt", "scheduler.pt", "rng_state.pth"
 
 @pytest.fixture(scope="module")
 def forkserver():
-    if str(SCRIPTS) not in sys.path:
-        sys.path.insert(0, str(SCRIPTS))
-    import kill_train
+    with pytest.MonkeyPatch.context() as mp:  # tests/scripts/ on sys.path for this module's tests only
+        mp.syspath_prepend(str(SCRIPTS))
+        import kill_train
 
-    ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(["kill_train"])
-    return ctx, kill_train
+        ctx = multiprocessing.get_context("forkserver")
+        ctx.set_forkserver_preload(["kill_train"])
+        yield ctx, kill_train
 
 
 def _events(path, attempt):
@@ -239,14 +239,9 @@ def test_sigkill_at_random_moments_then_resume_is_bit_identical(forkserver, tiny
 def test_two_process_checkpoints_are_complete_and_named_once(tiny_model_path, tmp_path):
     """2 processes (gloo): both ranks write into the one staging folder of the main process; each checkpoint has
     both ranks' RNG states and rollout buffers, and no staging folder is left."""
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = str(sock.getsockname()[1])
     out = tmp_path / "run"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(SCRIPTS.parents[1])}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", port,
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", free_port(),
            str(SCRIPTS / "kill_train.py"), "rft_spg2", tiny_model_path, str(out), str(tmp_path / "events.log"),
            "--max-steps", "2", "--save-delay", "0.5"]
     result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
@@ -259,32 +254,12 @@ def test_two_process_checkpoints_are_complete_and_named_once(tiny_model_path, tm
     assert _staging(out) == []
 
 
-CHECKPOINT_PUSH = '''
-from datasets import Dataset
-from huggingface_hub import HfApi
-from trl_ext.trainers.rft import RFTConfig, RFTTrainer
-
-HfApi().create_repo("user/tiny-base", exist_ok=True)
-HfApi().upload_folder(repo_id="user/tiny-base", folder_path=ARGS["model_path"], commit_message="tiny base")
-args = RFTConfig(output_dir=ARGS["output_dir"], per_device_train_batch_size=4, num_generations=4,
-                 max_completion_length=4, max_steps=3, save_strategy="steps", save_steps=1, save_total_limit=2,
-                 push_to_hub=True, hub_model_id="user/tiny-rft-ckpt", hub_strategy="checkpoint", logging_steps=1,
-                 report_to="none", use_cpu=True, bf16=False, seed=0, disable_tqdm=True, validate_reward_funcs=False,
-                 beta=0.1, kl_target=0.5)
-trainer = RFTTrainer(model="user/tiny-base", reward_funcs=lambda completions, **kw: [0.1 * len(c) for c in completions],
-                     args=args, train_dataset=Dataset.from_dict({"prompt": ["What is 2+2?", "Compute 3*5."]}))
-trainer.train()
-trainer._finish_current_push()
-finish()
-'''
-
-
 @pytest.mark.slow
 def test_checkpoint_push_and_rotation_see_only_complete_folders(run_hub_script, hub_server, tiny_model_path, tmp_path):
     """hub_strategy="checkpoint" pushes the published checkpoint-N (value head, trainer_state.json included) as
     last-checkpoint/; no staging folder is uploaded; save_total_limit rotates complete folders only."""
     out = tmp_path / "out"
-    run_hub_script(CHECKPOINT_PUSH, hub_server, {"model_path": tiny_model_path, "output_dir": str(out)})
+    run_hub_script("hub_rft_checkpoint_push", hub_server, {"model_path": tiny_model_path, "output_dir": str(out)})
     paths = {path for commit in hub_server.history("user/tiny-rft-ckpt") for path in commit.tree}
     for name in ("model.safetensors", "value_head.safetensors", "rft_state.json", "optimizer.pt",
                  "trainer_state.json"):

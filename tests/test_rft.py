@@ -29,8 +29,8 @@ from trl_ext.trainers import checks
 from trl_ext.core.masked import masked_moments
 from trl_ext.trainers.rft import RFTConfig, RFTTrainer, explained_variance, explained_variance_from_moments
 
-REPO = Path(__file__).resolve().parents[1]
-PROMPTS = ["What is 2+2?", "Compute 3*5.", "Add 7 and 8.", "What is 10-4?"]
+from helpers import ANSWERS, PROMPTS, REPO, char_variety, nf4_config, prompt_dataset, run_args, run_script
+
 LISTED_METRICS = (
     "pg_loss", "vf_loss", "vf_clipfrac", "clip_ratio/region_mean", "approx_kl", "kl", "beta", "rlhf_reward",
     "entropy", "value_mean", "explained_variance", "returns_mean", "completions/mean_length",
@@ -38,31 +38,11 @@ LISTED_METRICS = (
 
 
 def _dataset(n_repeat=4):
-    return Dataset.from_dict({"prompt": PROMPTS * n_repeat, "answer": ["4", "15", "15", "6"] * n_repeat})
-
-
-def char_variety(completions, **kwargs):
-    """A reward that varies between random completions."""
-    return [len(set(c)) / 10.0 for c in completions]
+    return prompt_dataset(n_repeat)
 
 
 def _args(tmp_path, **overrides):
-    kwargs = dict(
-        output_dir=str(tmp_path),
-        per_device_train_batch_size=4,
-        max_completion_length=10,
-        max_steps=2,
-        logging_steps=1,
-        learning_rate=1e-3,
-        report_to="none",
-        save_strategy="no",
-        use_cpu=True,
-        bf16=False,
-        seed=0,
-        disable_tqdm=True,
-    )
-    kwargs.update(overrides)
-    return RFTConfig(**kwargs)
+    return RFTConfig(**run_args(tmp_path, **{"max_completion_length": 10, "max_steps": 2, **overrides}))
 
 
 def _params(module, contains=""):
@@ -448,10 +428,8 @@ def test_push_to_hub_uploads_value_head_with_model(tiny_model_path, tmp_path, mo
 def test_qlora_one_4bit_base_serves_policy_critic_and_reference(tiny_model_path, tmp_path):
     import bitsandbytes as bnb
     from peft import LoraConfig
-    from transformers import BitsAndBytesConfig
 
-    quantization = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
-                                      bnb_4bit_compute_dtype=torch.float32)
+    quantization = nf4_config()
     trainer = RFTTrainer(
         model=tiny_model_path, reward_funcs=char_variety, train_dataset=_dataset(),
         args=_args(tmp_path, max_steps=2, beta=0.1), quantization_config=quantization,
@@ -560,7 +538,7 @@ def test_a_batch_key_missing_from_trls_rollout_is_an_error_naming_it_and_the_trl
 
 
 def test_error_dataset_without_prompt_column(tiny_model_path, tmp_path):
-    bad = Dataset.from_dict({"question": PROMPTS, "answer": ["4", "15", "15", "6"]})
+    bad = Dataset.from_dict({"question": PROMPTS, "answer": ANSWERS})
     with pytest.raises(ValueError, match=r"train_dataset has no 'prompt' column \(columns: \['question', 'answer'\]\)"):
         RFTTrainer(model=tiny_model_path, reward_funcs=char_variety, args=_args(tmp_path), train_dataset=bad)
 
@@ -614,98 +592,10 @@ def test_reward_func_nan_during_training_is_an_error(tiny_model_path, tmp_path):
 # Slow: 2 processes (gloo) x 4 completions == 1 process x 8, exactly
 # ----------------------------------------------------------------------------------------------------------------------
 
-RFT_WORKER = r"""
-import json, os, sys
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ["TRL_EXPERIMENTAL_SILENCE"] = "1"
-import torch
-from datasets import Dataset
-from trl_ext.models.value_head import ValueHead
-from trl_ext.trainers.rft import RFTConfig, RFTTrainer
-
-model_path, out_dir, per_device, num_iterations = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
-# completion of the k-th row of each global batch of 8: rows 0-3 (rank 0 of 2) are long, rows 4-7 (rank 1) short,
-# so the two ranks hold very different numbers of completion tokens; row 1 has no EOS (missing_eos_penalty)
-TEXTS = ["The answer is 4 because two plus two makes four.", "3 times 5 equals 15, so the answer is 15",
-         "Adding seven and eight: 7 + 8 = 15. Done", "Ten minus four is six.", "4", "Six!", "ok", "It is 9"]
-
-
-def rollout(prompts, trainer):
-    tok = trainer.processing_class
-    offset = trainer.accelerator.process_index * len(prompts)
-    completion_ids = []
-    for i in range(len(prompts)):
-        k = (offset + i) % len(TEXTS)
-        eos = [] if k == 1 else [tok.eos_token_id]
-        completion_ids.append(tok(TEXTS[k], add_special_tokens=False)["input_ids"] + eos)
-    prompt_ids = [tok(p, add_special_tokens=False)["input_ids"] for p in prompts]
-    assert len({len(ids) for ids in prompt_ids}) == 1  # equal prompt lengths: no left padding, same positions
-    return {"prompt_ids": prompt_ids, "completion_ids": completion_ids, "logprobs": None}
-
-
-def char_variety(completions, **kwargs):
-    return [len(set(c)) / 10.0 for c in completions]
-
-
-rank = int(os.environ.get("RANK", "0"))
-torch.manual_seed(1000 + rank)  # a different value head on each rank: DDP must broadcast rank 0's
-hidden_size = json.load(open(os.path.join(model_path, "config.json")))["hidden_size"]
-head = ValueHead(hidden_size, init="normal")
-dataset = Dataset.from_dict({"prompt": [f"What is {a}+{b}?" for a in range(1, 9) for b in (1, 2)]})
-args = RFTConfig(
-    output_dir=out_dir, per_device_train_batch_size=per_device, max_completion_length=20,
-    num_iterations=num_iterations, max_steps=2 * num_iterations,  # two rollouts, each used num_iterations times
-    logging_steps=1, optim="sgd", learning_rate=1.0, value_head_learning_rate=0.1, max_grad_norm=0.0,
-    lr_scheduler_type="constant",  # plain SGD: the update is proportional to the gradient (Adam's first step is not)
-    beta=0.1, kl_target=0.01, kl_horizon=50.0, missing_eos_penalty=0.5, vf_coef=0.5, cliprange_value=0.2,
-    gamma=0.95, lam=0.9, report_to="none", save_strategy="no", use_cpu=True, bf16=False, seed=0,
-    disable_tqdm=True,
-)
-trainer = RFTTrainer(model=model_path, reward_funcs=char_variety, args=args, train_dataset=dataset,
-                     rollout_func=rollout, value_head=head)
-before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
-steps = []
-original = trainer._compute_loss
-
-
-def spy(model, inputs):
-    loss = original(model, inputs)
-    steps.append({k: inputs[k].detach().tolist() for k in ("advantages", "returns", "old_values", "value_mask")})
-    steps[-1]["prompt_ids"] = inputs["prompt_ids"].tolist()
-    return loss
-
-
-trainer._compute_loss = spy
-trainer.train()
-after = dict(trainer.model.named_parameters())
-delta = {n: (after[n].detach() - p) for n, p in before.items()}
-dumped = [n for n in after if "value_head" in n or "layers.1.self_attn.q_proj" in n]
-with open(os.path.join(out_dir, f"rank{trainer.accelerator.process_index}.json"), "w") as f:
-    json.dump({
-        "world": trainer.accelerator.num_processes, "steps": steps,
-        "logs": [e for e in trainer.state.log_history if "loss" in e],
-        "beta": trainer.kl_ctl.value,
-        "head_before": {n: p.flatten().tolist() for n, p in before.items() if "value_head" in n},
-        "delta_norms": {n: d.norm().item() for n, d in delta.items()},
-        "delta": {n: delta[n].flatten().tolist() for n in dumped},
-        "after": {n: after[n].detach().flatten().tolist() for n in dumped},
-    }, f)
-"""
-
-
-def _rft_run(worker, model_path, out_dir, per_device, nproc, num_iterations):
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+def _rft_run(model_path, out_dir, per_device, nproc, num_iterations):
+    """tests/scripts/rft_dp_worker.py in ``nproc`` processes; each rank's dump."""
     out_dir.mkdir()
-    cmd = [sys.executable, worker, model_path, str(out_dir), str(per_device), str(num_iterations)]
-    if nproc > 1:
-        import socket
-
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = str(sock.getsockname()[1])
-        cmd[1:1] = ["-m", "torch.distributed.run", "--nproc_per_node", str(nproc), "--master_port", port]
-    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    run_script("rft_dp_worker", model_path, out_dir, per_device, num_iterations, nproc=nproc)
     ranks = [json.loads((out_dir / f"rank{r}.json").read_text()) for r in range(nproc)]
     assert all(data["world"] == nproc for data in ranks)
     return ranks
@@ -731,10 +621,8 @@ def test_two_process_gloo_run_equals_one_process_run(tiny_model_path, tmp_path, 
     different lengths, rank 0 holding ~4x the tokens of rank 1, and a different value head built on each rank.
     Two rollouts (the second with KL ≠ 0); with num_iterations=2, V_old comes from the rollout forward and the second
     epoch clips values."""
-    worker = str(tmp_path / "rft_worker.py")
-    Path(worker).write_text(RFT_WORKER)
-    one = _rft_run(worker, tiny_model_path, tmp_path / "one", per_device=8, nproc=1, num_iterations=num_iterations)
-    two = _rft_run(worker, tiny_model_path, tmp_path / "two", per_device=4, nproc=2, num_iterations=num_iterations)
+    one = _rft_run(tiny_model_path, tmp_path / "one", per_device=8, nproc=1, num_iterations=num_iterations)
+    two = _rft_run(tiny_model_path, tmp_path / "two", per_device=4, nproc=2, num_iterations=num_iterations)
     n_steps = 2 * num_iterations
 
     for step in range(n_steps):

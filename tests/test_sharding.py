@@ -12,7 +12,6 @@
 
 import json
 import os
-import socket
 import subprocess
 import sys
 
@@ -21,6 +20,8 @@ import torch
 from datasets import Dataset
 
 from trl_ext.trainers.unified import UnifiedLikelihoodConfig, UnifiedLikelihoodTrainer
+
+from helpers import SCRIPTS, free_port
 
 PROMPTS = ["What is 2 + 2?", "Add 5 and 1.", "Compute 3 times 3.", "What is 10 - 4?"]
 
@@ -61,42 +62,17 @@ def test_reference_forward_runs_on_a_pairless_micro_batch_only_when_sharded(tiny
     assert ref_c.tolist() == ref_r.tolist() == [0.0, 0.0]
 
 
-def _free_port() -> str:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return str(sock.getsockname()[1])
-
-
-ACCELERATE_FSDP2_CPU = """
-compute_environment: LOCAL_MACHINE
-distributed_type: FSDP
-fsdp_config:
-  fsdp_version: 2
-  fsdp_auto_wrap_policy: TRANSFORMER_BASED_WRAP
-  fsdp_reshard_after_forward: true
-  fsdp_state_dict_type: FULL_STATE_DICT
-machine_rank: 0
-mixed_precision: 'no'
-num_machines: 1
-num_processes: 2
-rdzv_backend: static
-same_network: true
-use_cpu: true
-"""
-
-
 @pytest.mark.slow
 def test_fsdp2_on_cpu_torch_shards_but_accelerate_falls_back_to_multi_cpu(tiny_model_path, tmp_path):
-    worker = os.path.join(os.path.dirname(os.path.abspath(__file__)), "scripts", "fsdp_cpu_probe.py")
+    worker = str(SCRIPTS / "fsdp_cpu_probe.py")
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     # torch alone: FSDP2's fully_shard shards parameters over 2 gloo CPU processes
     subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
-                    _free_port(), worker, "torch", str(tmp_path)], check=True, env=env, timeout=300)
+                    free_port(), worker, "torch", str(tmp_path)], check=True, env=env, timeout=300)
     # a trl_ext trainer launched with an FSDP2 accelerate config on CPU
-    config = tmp_path / "fsdp2_cpu.yaml"
-    config.write_text(ACCELERATE_FSDP2_CPU)
+    config = SCRIPTS / "fsdp2_cpu.yaml"
     subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config),
-                    "--main_process_port", _free_port(), worker, "trainer", str(tmp_path), tiny_model_path],
+                    "--main_process_port", free_port(), worker, "trainer", str(tmp_path), tiny_model_path],
                    check=True, env=env, timeout=600)
     for rank in (0, 1):
         torch_side = json.loads((tmp_path / f"torch{rank}.json").read_text())

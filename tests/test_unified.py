@@ -3,7 +3,6 @@ accumulation across kinds, reference handling (none / separate / PEFT adapters d
 
 import math
 import os
-import textwrap
 import warnings
 from pathlib import Path
 
@@ -22,6 +21,8 @@ from trl_ext.core.likelihood import (
 )
 from trl_ext.trainers.unified import UnifiedLikelihoodConfig, UnifiedLikelihoodTrainer
 from trl_ext.trainers.unified_collator import infer_row_kind, mix_datasets
+
+from helpers import nf4_config, run_script
 
 PROMPTS = ["What is 2 + 2?", "Add 5 and 1.", "Compute 3 times 3.", "What is 10 - 4?", "Halve 8.", "1 + 9 ="]
 
@@ -521,9 +522,7 @@ def test_lora_cached_reference_is_base_model_not_policy(tiny_model_path, tmp_pat
 
 
 def test_qlora_mixed_run(tiny_model_path, tmp_path):
-    from transformers import BitsAndBytesConfig
-
-    bnb = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.float32)
+    bnb = nf4_config()
     args = UnifiedLikelihoodConfig(
         loss_type=["sft", "sigmoid"], **_args(tmp_path, max_steps=3, learning_rate=1e-2, per_device_train_batch_size=4,
                                               model_init_kwargs={"device_map": "cpu"}),
@@ -711,7 +710,7 @@ def test_evaluate_mixed_and_model_card(tiny_model_path, tmp_path):
 
 
 @pytest.mark.slow
-def test_example_script_runs_end_to_end(tiny_model_path, tmp_path):
+def test_example_script_runs_end_to_end(tiny_model_path, tmp_path, monkeypatch):
     """examples/unified.py on the tiny model: trains on gsm_symbolic demonstrations + pairs, writes results + plot."""
     import importlib.util
     import json
@@ -722,7 +721,7 @@ def test_example_script_runs_end_to_end(tiny_model_path, tmp_path):
     module = importlib.util.module_from_spec(spec)
     import sys
 
-    sys.modules["unified_example"] = module  # dataclasses resolve their module by name
+    monkeypatch.setitem(sys.modules, "unified_example", module)  # dataclasses resolve their module by name
     spec.loader.exec_module(module)
     out = tmp_path / "example"
     script_args, training_args, model_args = module.make_parser().parse_args_and_config(args=[
@@ -784,87 +783,6 @@ def _dp_args(out_dir, per_device, grad_accum, **kw):
     return UnifiedLikelihoodConfig(**base)
 
 
-DP_WORKER = textwrap.dedent(
-    '''
-    import json, os, sys
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    sys.path.insert(0, TESTS_DIR)
-    import torch
-    from test_unified import DP_CONFIGS, _dp_args, _dp_dataset
-    from trl_ext.trainers.unified import UnifiedLikelihoodTrainer
-
-    model_path, out_dir, per_device, grad_accum = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
-    for name, kw in DP_CONFIGS.items():
-        run_dir = os.path.join(out_dir, name)
-        os.makedirs(run_dir, exist_ok=True)
-        trainer = UnifiedLikelihoodTrainer(model_path, args=_dp_args(run_dir, per_device, grad_accum, **kw),
-                                           train_dataset=_dp_dataset())
-        row_of = {tuple(r["prompt_ids"]): i for i, r in enumerate(trainer.train_dataset)}
-        cached = {k: list(trainer.train_dataset[k]) for k in ("ref_chosen_logps", "ref_rejected_logps")
-                  if k in trainer.train_dataset.column_names}
-        collate = trainer.data_collator
-
-        def collate_with_row_ids(examples):
-            batch = collate(examples)
-            batch["row_ids"] = torch.tensor([row_of[tuple(e["prompt_ids"])] for e in examples])
-            return batch
-
-        trainer.data_collator = collate_with_row_ids
-        micro_batches = []
-        compute_loss = trainer.compute_loss
-
-        def spy(model, inputs, return_outputs=False, num_items_in_batch=None):
-            rows = inputs["row_ids"].tolist()
-            pairs = [rows[i] for i in inputs["pair_rows"].tolist()]
-            if "ref_chosen_logps" in inputs:
-                ref = torch.stack([inputs["ref_chosen_logps"], inputs["ref_rejected_logps"]], 1)
-            elif pairs:
-                ref = torch.stack(trainer._pair_reference_logps(inputs).float().chunk(2), 1)
-            else:
-                ref = torch.zeros(0, 2)
-            loss = compute_loss(model, inputs, return_outputs, num_items_in_batch)
-            micro_batches.append({"rows": rows, "tokens": int(inputs["completion_mask"].sum()),
-                                  "ref": {str(r): v for r, v in zip(pairs, ref.tolist())}})
-            return loss
-
-        trainer.compute_loss = spy
-        # policy != reference, so that the DPO margins are not 0 (same perturbation on every rank and run)
-        torch.manual_seed(1)
-        with torch.no_grad():
-            for p in trainer.model.parameters():
-                p.add_(0.05 * torch.randn_like(p))
-        before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
-        trainer.train()
-        delta = {n: (p.detach() - before[n]).cpu() for n, p in trainer.model.named_parameters()}
-        rank = trainer.accelerator.process_index
-        if rank == 0:
-            torch.save(delta, os.path.join(run_dir, "delta.pt"))
-        with open(os.path.join(run_dir, f"rank{rank}.json"), "w") as f:
-            json.dump({"world": trainer.accelerator.num_processes, "micro_batches": micro_batches, "cached": cached,
-                       "logs": trainer.state.log_history[0],
-                       "delta_fingerprint": {n: [d.sum().item(), d.abs().sum().item()] for n, d in delta.items()}}, f)
-    '''
-)
-
-
-def _dp_launch(worker, model_path, out_dir, world, per_device, grad_accum):
-    import socket
-    import subprocess
-    import sys
-
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
-    if world == 1:
-        cmd = [sys.executable, worker]
-    else:
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = str(sock.getsockname()[1])
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(world), "--master_port", port,
-               worker]
-    subprocess.run(cmd + [model_path, str(out_dir), str(per_device), str(grad_accum)], check=True, env=env,
-                   timeout=900)
-
-
 def _dp_load(run_dir, world):
     import json
 
@@ -883,13 +801,10 @@ def test_two_process_gloo_run_equals_one_process_run(tiny_model_path, tmp_path):
 
     The ranks hold different kinds and numbers of tokens, so per-rank normalisers (or a wrong DDP/accumulation scale)
     would change the loss, the metrics and the update."""
-    worker = str(tmp_path / "worker.py")
-    with open(worker, "w") as f:
-        f.write(DP_WORKER.replace("TESTS_DIR", repr(os.path.dirname(os.path.abspath(__file__)))))
     runs = {(1, 8, 1): tmp_path / "one", (2, 4, 1): tmp_path / "two", (2, 2, 2): tmp_path / "two_ga"}
     for (world, per_device, grad_accum), out_dir in runs.items():
         out_dir.mkdir()
-        _dp_launch(worker, tiny_model_path, out_dir, world, per_device, grad_accum)
+        run_script("unified_dp_worker", tiny_model_path, out_dir, per_device, grad_accum, nproc=world, timeout=900)
 
     expected_rows = {  # rows of each rank's micro-batches: accelerate deals the sampler's batches out round-robin
         (1, 8, 1): [[list(range(8))]],

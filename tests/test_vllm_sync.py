@@ -30,7 +30,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
 from trl_ext.models.value_head import ValueHead, attach_value_head  # noqa: E402
 from trl_ext.trainers.vllm_sync import install_vllm_weight_sync, iter_vllm_weights  # noqa: E402
 
-from helpers import char_variety, grpo_args, prompt_dataset  # noqa: E402
+from helpers import char_variety, grpo_args, nf4_config, prompt_dataset  # noqa: E402
 
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj"]  # down_proj stays 4-bit without LoRA
 
@@ -213,8 +213,7 @@ def _engine(generation):
 def _quantization(kind):
     if kind == "int8":
         return BitsAndBytesConfig(load_in_8bit=True)
-    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.float32,
-                              bnb_4bit_use_double_quant=True)
+    return nf4_config(bnb_4bit_use_double_quant=True)
 
 
 def _peft_model(path, kind="nf4", use_dora=False, seed=0):
@@ -458,6 +457,16 @@ def _assert_engine_sampled_the_policy(trainer, engine, n_steps):
     assert names and not [n for n in names if "value_head" in n or "lora_" in n or "base_layer" in n]
 
 
+def _train_two_steps_through(trainer, engine):
+    """Train (2 steps): the quantized base stays as it was, the fake engine generated twice and sampled the policy
+    of each step (the weights synced to it)."""
+    snap = _snapshot(trainer.model)
+    trainer.train()
+    _assert_unchanged(trainer.model, snap)
+    assert engine.generate_calls == 2
+    _assert_engine_sampled_the_policy(trainer, engine.engine, n_steps=2)
+
+
 @pytest.mark.parametrize("mode,quantized", [("colocate", True), ("server", False)])
 def test_rft_trains_with_vllm(tiny_model_path, tmp_path, fake_vllm, mode, quantized):
     from trl_ext.trainers.rft import RFTConfig, RFTTrainer
@@ -474,11 +483,7 @@ def test_rft_trains_with_vllm(tiny_model_path, tmp_path, fake_vllm, mode, quanti
         assert engine.kwargs["quantization"] is None and engine.kwargs["model"] == tiny_model_path
     else:
         engine = fake_vllm.client.instances[-1]
-    snap = _snapshot(trainer.model)
-    trainer.train()
-    _assert_unchanged(trainer.model, snap)
-    assert engine.generate_calls == 2
-    _assert_engine_sampled_the_policy(trainer, engine.engine, n_steps=2)
+    _train_two_steps_through(trainer, engine)
     assert all("vf_loss" in e for e in trainer.state.log_history if "loss" in e)
 
 
@@ -492,10 +497,5 @@ def test_process_grpo_trains_with_qlora_and_vllm_server(tiny_model_path, tmp_pat
         train_dataset=_dataset(), quantization_config=_quantization("nf4"),
         peft_config=LoraConfig(r=4, lora_alpha=8, target_modules=TARGETS),
     )
-    client = fake_vllm.client.instances[-1]
-    snap = _snapshot(trainer.model)
-    trainer.train()
-    _assert_unchanged(trainer.model, snap)
-    assert client.generate_calls == 2
-    _assert_engine_sampled_the_policy(trainer, client.engine, n_steps=2)
+    _train_two_steps_through(trainer, fake_vllm.client.instances[-1])
     assert any("process/steps_per_completion" in e for e in trainer.state.log_history)
