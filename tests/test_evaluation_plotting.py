@@ -6,6 +6,8 @@ from datasets import Dataset
 from trl_ext.evaluation import evaluate_accuracy, generate_completions
 from trl_ext.plotting import curves, plot_training_curves
 
+pytestmark = pytest.mark.real_plots  # what is drawn is what these tests check
+
 
 def test_curves_skip_missing_and_non_finite():
     history = [{"step": 1, "reward": 0.5}, {"step": 2, "loss": 1.0}, {"step": 3, "reward": float("nan")},

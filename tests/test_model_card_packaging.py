@@ -50,6 +50,7 @@ def _train_tiny(tiny_model_path, tmp_path, peft: bool):
     return (tmp_path / "out" / "README.md").read_text(), tmp_path / "out"
 
 
+@pytest.mark.real_plots  # a trainer run drawing its curves in full (elsewhere the pixels are skipped)
 @pytest.mark.parametrize("peft", [False, True])
 def test_card_renders_without_none_with_metadata_and_plot(tiny_model_path, tmp_path, peft):
     text, out = _train_tiny(tiny_model_path, tmp_path, peft)
@@ -65,7 +66,13 @@ def test_card_renders_without_none_with_metadata_and_plot(tiny_model_path, tmp_p
     assert ("AutoPeftModelForCausalLM" in text) == peft
 
 
-def test_base_model_name_maps_the_embedded_default_to_its_hub_id(tmp_path):
+def test_base_model_name_maps_the_embedded_default_to_its_hub_id(tmp_path, monkeypatch):
+    import trl_ext.models.default as default_mod
+
+    # the folder default_model_path() builds, in an empty cache, with a stand-in for the conversion (~30 s, tested in
+    # test_models.py): the mapping only reads what the build leaves (its completion marker)
+    monkeypatch.setenv("TRL_EXT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(default_mod, "_convert_model", lambda folder: (folder / "config.json").write_text("{}"))
     assert base_model_name(str(default_model_path())) == (DEFAULT_MODEL_HUB_ID, DEFAULT_MODEL_HUB_ID)
     assert base_model_name("org/model") == ("org/model", "org/model")
     (tmp_path / "my-model").mkdir()

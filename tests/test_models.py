@@ -44,7 +44,7 @@ def test_resolve_model_name_or_path():
     assert DEFAULT_MODEL_HUB_ID == "HuggingFaceTB/SmolLM2-135M-Instruct"
 
 
-def test_conversion_is_atomic_and_resumes_after_a_crash(tmp_path, monkeypatch):
+def test_conversion_is_atomic_and_resumes_after_a_crash(tmp_path, monkeypatch, gguf_tokenizer_once):
     monkeypatch.setenv("TRL_EXT_CACHE", str(tmp_path))
 
     def crash(folder: Path):
@@ -58,6 +58,7 @@ def test_conversion_is_atomic_and_resumes_after_a_crash(tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir() if not p.name.endswith(".lock")] == []  # temp folder cleaned up
     monkeypatch.undo()
     monkeypatch.setenv("TRL_EXT_CACHE", str(tmp_path))
+    gguf_tokenizer_once(monkeypatch)
     path = default_tokenizer_path()
     assert path == tmp_path / "SmolLM2-135M-Instruct-tokenizer"
     marker = json.loads((path / "trl_ext_conversion.json").read_text())

@@ -283,12 +283,13 @@ def test_process_reward_model_on_causal_lm_refused(tiny_model_path, tmp_path):
 # ---- item 10: stale temporary folders of killed conversions ------------------------------------------------------
 
 
-def test_killed_conversion_folder_removed_next_call_but_not_a_live_one(tmp_path, monkeypatch):
+def test_killed_conversion_folder_removed_next_call_but_not_a_live_one(tmp_path, monkeypatch, gguf_tokenizer_once):
     from filelock import FileLock
 
     from trl_ext.models import default as default_mod
 
     monkeypatch.setenv("TRL_EXT_CACHE", str(tmp_path))
+    gguf_tokenizer_once(monkeypatch)
     name = "SmolLM2-135M-Instruct-tokenizer"
     path = default_mod.default_tokenizer_path()  # complete
     # a SIGKILLed conversion leaves its temporary folder (the finally never ran)
