@@ -116,6 +116,27 @@ class GRPOBase(ResumeMixin, HubPushMixin, ModelCardMixin, VLLMSyncMixin, GRPOTra
     needs one — gets this function as a column that never enters the advantages; :meth:`score_rollout` fills it).
     A subclass's own arguments are keywords of its ``__init__``, which passes the rest on; its bad-input checks go
     into :meth:`_check_arguments`.
+
+    Example (REINFORCE with a batch-mean baseline, every token of a completion getting its score minus the mean):
+        >>> import tempfile
+        >>> from datasets import Dataset
+        >>> from trl_ext.models import save_tiny_model
+        >>> from trl_ext.trainers.trl_compat import grpo_local_slice  # this process's rows of a gathered tensor
+        >>> class Reinforce(GRPOBase):
+        ...     _name = "Reinforce"
+        ...     def token_advantages(self, batch, rewards):
+        ...         scores, _ = rewards.weighted_sum(self.reward_weights)  # (B_global,), all processes
+        ...         local = (scores - scores.mean())[grpo_local_slice(self, len(batch["completion_ids"]))]
+        ...         return local[:, None].expand_as(batch["completion_ids"]).float()
+        >>> folder = tempfile.mkdtemp()
+        >>> args = GRPOConfig(output_dir=folder, per_device_train_batch_size=4, num_generations=2,
+        ...     max_completion_length=8, max_steps=1, use_cpu=True, bf16=False, report_to="none")
+        >>> trainer = Reinforce(str(save_tiny_model(f"{folder}/tiny")), args=args,
+        ...     reward_funcs=lambda completions, **kw: [float(len(c)) for c in completions],
+        ...     train_dataset=Dataset.from_dict({"prompt": ["2 + 3 ="] * 4}))
+        >>> trainer.train().global_step  # doctest: +ELLIPSIS
+        {...}
+        1
     """
 
     _config_class: type = GRPOConfig
