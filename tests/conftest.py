@@ -13,6 +13,8 @@ os.environ.setdefault("WANDB_DISABLED", "true")
 os.environ.setdefault("DISABLE_MLFLOW_INTEGRATION", "TRUE")
 os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # TRL's notice on importing its experimental modules
 
+gc.disable()  # while collection imports torch, transformers, TRL, ...: see pytest_collection_finish
+
 import pytest  # noqa: E402
 
 # The loopback Hub fixtures (tests/hub_fixtures.py), visible to every test module. Imported here rather than named in
@@ -30,6 +32,18 @@ def tiny_model_path(tmp_path_factory):
     from trl_ext.models import save_tiny_model
 
     return str(save_tiny_model(tmp_path_factory.mktemp("tiny-llama")))
+
+
+@pytest.fixture(autouse=True)
+def _environment_restored():
+    """``os.environ`` as it was before each test, whatever the code under test wrote into it (``trl-ext <command>``
+    sets ``TRL_EXT_PROG``, TRL's vLLM colocate set-up ``RANK``/``MASTER_PORT``/...): nothing leaks into later tests.
+    Tests set variables with ``monkeypatch.setenv``."""
+    saved = dict(os.environ)
+    yield
+    if os.environ != saved:
+        os.environ.clear()
+        os.environ.update(saved)
 
 
 @pytest.fixture(scope="session")
@@ -59,12 +73,14 @@ def pytest_collection_finish(session):
     on the 2-core machine, spent walking the ~600k objects that importing torch, transformers, TRL and datasets
     created (the same for every collection in the session, none of them garbage). Once collection has imported
     them, they are collected once and frozen out of the collector (``gc.freeze``); what tests create is collected
-    as before."""
+    as before. (The collector is off from conftest's import until here: the full collections that the imports'
+    allocations would trigger find nothing to free, ~1.5 s.)"""
     import matplotlib.figure  # noqa: F401  (imported by _cheap_figure_rendering anyway: frozen with the rest)
     from matplotlib.backends import backend_agg  # noqa: F401
 
     gc.collect()
     gc.freeze()
+    gc.enable()
 
 
 def _png(width: int = 1, height: int = 1) -> bytes:

@@ -59,16 +59,16 @@ def _run_push(run_hub_script, server, tiny_model_path, tmp_path, repo_id, xet=Fa
 @pytest.fixture(scope="module")
 def full_and_lora_pushes(tiny_model_path, tmp_path_factory):
     """``(results by repo id, server)``: the full model (``user/tiny``) and a LoRA adapter (``user/tiny-lora``)
-    trained, pushed and reloaded one after the other in one subprocess (one interpreter start-up) against one
-    loopback Hub."""
+    trained, pushed and reloaded one after the other, then a trainer with a refused token (``"refused"``, repo
+    ``user/never``), in one subprocess (one interpreter start-up) against one loopback Hub."""
     folder = tmp_path_factory.mktemp("generic-push")
     runs = {"user/tiny": {"output_dir": str(folder / "full")},
             "user/tiny-lora": {"output_dir": str(folder / "lora"), "lora": True}}
     runs = {repo_id: {"repo_id": repo_id, **run} for repo_id, run in runs.items()}
+    args = {"model_path": tiny_model_path, "base_repo": "user/tiny-base", "runs": runs,
+            "refused": {"output_dir": str(folder / "refused"), "repo_id": "user/never"}}
     with HubServer(token=HUB_TOKEN, lfs=True) as server:
-        res = hub_script_runner(folder)("hub_push_and_reload", server, {"model_path": tiny_model_path,
-                                                                        "base_repo": "user/tiny-base", "runs": runs})
-        yield res, server
+        yield hub_script_runner(folder)("hub_push_and_reload", server, args), server
 
 
 def test_push_full_model_then_reload_gives_same_logits(full_and_lora_pushes):
@@ -94,7 +94,8 @@ def test_push_full_model_then_reload_gives_same_logits(full_and_lora_pushes):
     assert any(m == "PUT" and p.startswith("/__lfs/upload/") for m, p, _ in hub_server.requests)
     history = hub_server.history("user/tiny")
     assert history[0].oid == res["commit"] and history[0].title == "End of training"
-    assert any(c.title.startswith("Training in progress") for c in history)  # hub_strategy="every_save" pushes
+    assert any(c.title.startswith("Training in progress") for c in history), (  # hub_strategy="every_save" pushes
+        [c.title for c in history], [r for r in hub_server.requests if r[2] >= 400])
     assert hub_server.unhandled == []
 
 
@@ -161,13 +162,12 @@ def test_failed_push_raises_clear_error_after_local_save(run_hub_script, hub_ser
     assert [c.title for c in hub_server.history("user/tiny-fail")] == ["initial commit"]
 
 
-def test_unreachable_hub_fails_before_training(tmp_path, hub_server, run_hub_script, tiny_model_path):
+def test_unreachable_hub_fails_before_training(full_and_lora_pushes):
     """A wrong endpoint/token is reported when the trainer is built (create_repo), before any training step."""
-    args = {"model_path": tiny_model_path, "output_dir": str(tmp_path / "out"), "repo_id": "user/never",
-            "base_repo": "user/tiny-base"}
-    res = run_hub_script("hub_unreachable", hub_server, args)
-    assert "cannot be created" in res["message"] and "Nothing was trained yet" in res["message"]
-    assert "HTTP 401" in res["message"]
+    results, hub_server = full_and_lora_pushes
+    message = results["refused"]
+    assert "cannot be created" in message and "Nothing was trained yet" in message
+    assert "HTTP 401" in message
     assert "user/never" not in hub_server.repos
 
 

@@ -36,3 +36,19 @@ def build_trainer(run=None, save_strategy="steps"):
                              save_steps=1, push_to_hub=True, hub_model_id=run["repo_id"], disable_tqdm=True,
                              hub_strategy=run.get("hub_strategy", "every_save"))
     return PushTrainer(model=model, args=args, train_dataset=ds, processing_class=tok), tok
+
+
+def refused_message(run):
+    """The HubPushError message of a PushTrainer built with a token the Hub refuses (``hf_bad``, pushing to
+    ``run["repo_id"]``): raised when the repo is created, before any training step; None if nothing was raised."""
+    from trl_ext.hub import HubPushError
+
+    publish_base_model()
+    model = AutoModelForCausalLM.from_pretrained(ARGS["base_repo"])
+    args = TrainingArguments(run["output_dir"], max_steps=1, report_to="none", use_cpu=True, push_to_hub=True,
+                             hub_model_id=run["repo_id"], hub_token="hf_bad")
+    try:
+        PushTrainer(model=model, args=args)
+    except HubPushError as err:
+        return str(err)
+    return None

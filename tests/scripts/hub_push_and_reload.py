@@ -1,11 +1,12 @@
 """For each run of ``ARGS["runs"]`` (``{name: {"output_dir", "repo_id", "lora"?, "hub_strategy"?}}``), in one
 interpreter: train (tests/scripts/hub_generic_trainer.py), push, then download by repo id into a fresh cache and
-compare the logits, the greedy continuation, the tokenizer, the generation config and the card; ``RESULT[name]``
-(tests/test_hub_push.py)."""
+compare the logits, the greedy continuation, the tokenizer, the generation config and the card; ``RESULT[name]``.
+With ``ARGS["refused"]`` (``{"output_dir", "repo_id"}``), also the error of a trainer whose token the Hub refuses,
+``RESULT["refused"]`` (tests/test_hub_push.py)."""
 
 import torch
 from hub_common import ARGS, PROBE, RESULT, finish, local_tree, probe_outputs
-from hub_generic_trainer import build_trainer
+from hub_generic_trainer import build_trainer, refused_message
 from huggingface_hub import ModelCard, snapshot_download
 from huggingface_hub.utils._runtime import is_xet_available
 from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
@@ -45,4 +46,6 @@ def push_and_reload(run):
 
 for name, run in ARGS["runs"].items():
     RESULT[name] = push_and_reload(run)
+if "refused" in ARGS:
+    RESULT["refused"] = refused_message(ARGS["refused"])
 finish()
