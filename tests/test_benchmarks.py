@@ -27,7 +27,7 @@ def test_compare_runs_every_comparison_side_by_side(tmp_path):
         check=True, env=ENV, timeout=1800,
     )
     report = json.loads(out.read_text())
-    assert set(report["comparisons"]) == {"rft", "process", "pairs", "demos", "mixed"}
+    assert set(report["comparisons"]) == {"rft", "process", "pairs", "demos", "mixed", "pairs_pf", "demos_pf"}
     for comp in report["comparisons"].values():
         assert len(comp["runs"]["trl_ext"]) == len(comp["runs"]["stock"]) == 2
         for metric in ("step_s", "tokens_per_s", "peak_rss_mib", "wall_s"):
