@@ -25,10 +25,10 @@ tokens, a short prompt (an empty system message and the one-line instruction :da
 tokens instead of 90-92, so an update costs ~15 s instead of 26.5 s on 2 cores), no missing-EOS penalty (with 0.5
 the first updates learned to stop early rather than to answer: benchmarks/README.md), held-out accuracy on 256
 prompts with greedy answers of at most 32 tokens (the training budget), generated in batches of 256. Measured with
-``make demo`` in fresh clones on the 2-core machine: held-out accuracy 0.082 → 0.350 (n=256; binomial standard
-errors 0.017 and 0.030), 12 min 39 s and 11 min 54 s in two runs in a row, install included. Much of the gain is
-learning to answer briefly: with this prompt the base model rambles (85% of its first sampled completions hit the
-32-token limit, 15% by update 25).
+``make demo`` in fresh clones on the 2-core machine: held-out accuracy 0.082 → 0.361 (n=256; binomial standard
+errors 0.017 and 0.030), 12 min 16 s on the idle machine (14 min 53 s while other tests shared it), install included.
+Much of the gain is learning to answer briefly: with this prompt the base model rambles (85% of its first sampled
+completions hit the 32-token limit).
 
 Why LoRA by default: LoRA (r=16 on all projections) lets it use a high learning rate (2e-4) on few parameters, so
 the policy improves within those updates, where full fine-tuning of all 135M weights is usually run at ~1e-6 for RL;
