@@ -613,14 +613,13 @@ def _valid_rows(ranks, step, key):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("num_iterations", [1, 2], ids=["values-from-training-forward", "rollout-forward-2-epochs"])
+@pytest.mark.parametrize("num_iterations", [1, 2], ids=["one-epoch", "two-epochs"])
 def test_two_process_gloo_run_equals_one_process_run(tiny_model_path, tmp_path, num_iterations):
     """2 processes x 4 completions (gloo, DDP) give exactly the run of 1 process x 8: targets (global whitening),
     logged losses and metrics (global token means), the adaptive β, and the updated parameters (the value loss
     normalised by the global token count, as TRL's default loss_type="dapo" policy loss) — with completions of
     different lengths, rank 0 holding ~4x the tokens of rank 1, and a different value head built on each rank.
-    Two rollouts (the second with KL ≠ 0); with num_iterations=2, V_old comes from the rollout forward and the second
-    epoch clips values."""
+    Two rollouts (the second with KL ≠ 0); with num_iterations=2 the second epoch of each rollout clips values."""
     one = _rft_run(tiny_model_path, tmp_path / "one", per_device=8, nproc=1, num_iterations=num_iterations)
     two = _rft_run(tiny_model_path, tmp_path / "two", per_device=4, nproc=2, num_iterations=num_iterations)
     n_steps = 2 * num_iterations
