@@ -244,7 +244,7 @@ class GRPOBase(ResumeMixin, HubPushMixin, ModelCardMixin, VLLMSyncMixin, GRPOTra
     def reward_funcs_scores(self, inputs: list[dict], prompts: list, completions: list, completion_ids_list: list
                             ) -> torch.Tensor:
         """``(B_global, n_funcs)``: TRL's own scoring of ``reward_funcs`` (sync, async, reward models, gathered)."""
-        return GRPOTrainer._calculate_rewards(self, inputs, prompts, completions, completion_ids_list)
+        return super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)  # the next in the MRO
 
     # ---- TRL's hooks ---------------------------------------------------------------------------------------------
 

@@ -255,11 +255,10 @@ class ProcessGRPOTrainer(GRPOBase):
                     "split into steps."
                 )
 
-    @staticmethod
-    def _check_process_reward_funcs(funcs: list, weights: list | None) -> None:
+    def _check_process_reward_funcs(self, funcs: list, weights: list | None) -> None:
         """A bare PRM module, a non-callable, an async function, a PRM whose tokenizer it cannot embed, or weights of
         another length: one clear error before any model loads."""
-        name = "ProcessGRPOTrainer"
+        name = type(self).__name__
         for i, fn in enumerate(funcs):
             if isinstance(fn, nn.Module):
                 raise ValueError(
