@@ -301,6 +301,36 @@ def _likelihood_args(cfg: dict, name: str) -> dict:
                 gradient_checkpointing=False, dataloader_pin_memory=False)
 
 
+START_KEYS = ("model_label", "eval_size", "eval_seed", "eval_max_new_tokens", "eval_batch_size", "device",
+              "precision")
+"""What the evaluation before training depends on: every run of a task with these settings starts from the same point."""
+
+
+def start_point(cfg: dict, path: Path, measure, start_logps: dict) -> dict:
+    """The t = 0 evaluation of ``cfg``'s task, measured once and shared by the task's runs in ``path``'s folder.
+
+    Before the first step every run's policy is the starting model (LoRA's B = 0; greedy decoding), so the point is the
+    same for every method and seed. The first run to get here measures it under a file lock and writes
+    ``<task>__start.json``; the others read it (the likelihood cell also gets the starting pair log-probabilities).
+    """
+    import fcntl
+
+    import torch
+
+    key = {k: cfg.get(k) for k in START_KEYS}
+    cache = path.parent / f"{cfg['task_key']}__start.json"
+    with open(path.parent / ".start.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        stored = json.loads(cache.read_text()) if cache.exists() else None
+        if stored and stored["settings"] == key:
+            start_logps.update({k: torch.tensor(v) for k, v in stored["start_logps"].items()})
+            return stored["point"]
+        point = measure()
+        _write(cache, {"settings": key, "point": point,
+                       "start_logps": {k: v.tolist() for k, v in start_logps.items()}})
+        return point
+
+
 def run(cfg: dict, path: Path) -> dict:
     """Train one (task, method, seed) for the budget, evaluating at the marks; the record is rewritten after each."""
     import torch
@@ -337,7 +367,8 @@ def run(cfg: dict, path: Path) -> dict:
 
     def record_point(elapsed: float, step: int) -> None:
         tic = time.perf_counter()
-        point = {"train_seconds": elapsed, "step": step, **measure()}
+        metrics = start_point(cfg, path, measure, start_logps) if step == 0 else measure()
+        point = {"train_seconds": elapsed, "step": step, **metrics}
         point["eval_seconds"] = time.perf_counter() - tic
         record["curve"].append(point)
         _write(path, record)

@@ -73,6 +73,36 @@ def test_learning_stats_step_diagnostics_by_hand():
     assert d["wrong_answers"] == 2
 
 
+def test_learning_start_point_is_measured_once_per_task_and_settings(tmp_path):
+    """The t = 0 evaluation is shared by a task's runs: measured by the first, read by the rest, redone on new settings."""
+    import importlib.util
+
+    import torch
+
+    spec = importlib.util.spec_from_file_location("bench_learning", os.path.join(ROOT, "benchmarks", "bench_learning.py"))
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    calls = []
+
+    def measure(start):
+        def go():
+            calls.append(1)
+            start.update(chosen=torch.tensor([-1.5, -2.0]), rejected=torch.tensor([-3.0, -1.0]))
+            return {"preference_accuracy": 0.5}
+        return go
+
+    cfg = {"task_key": "gsm_symbolic", "eval_size": 2, "eval_seed": 0, "model_label": "m", "device": "cpu"}
+    first, second = {}, {}
+    assert bench.start_point(cfg, tmp_path / "gsm_symbolic__unified__seed0.json", measure(first), first) == {
+        "preference_accuracy": 0.5}
+    assert bench.start_point(cfg, tmp_path / "gsm_symbolic__sft_then_dpo__seed1.json", measure(second), second) == {
+        "preference_accuracy": 0.5}
+    assert len(calls) == 1 and torch.equal(second["chosen"], torch.tensor([-1.5, -2.0]))
+    assert torch.equal(second["rejected"], torch.tensor([-3.0, -1.0]))
+    bench.start_point({**cfg, "eval_size": 3}, tmp_path / "gsm_symbolic__unified__seed2.json", measure({}), {})
+    assert len(calls) == 2  # other evaluation settings: measured again
+
+
 @pytest.mark.slow
 def test_learning_benchmark_smoke_preset_runs_every_cell_and_resumes(tmp_path):
     out = tmp_path / "learning"
