@@ -142,8 +142,9 @@ def summarize_cell(cell: dict, records: dict[str, list[dict]]) -> dict:
             if not values:
                 continue
             seconds = [statistics.fmean(r["curve"][i]["train_seconds"] for r in recs) for i in range(len(values))]
-            per_method[method] = {"train_seconds": seconds, "marks": [t_interval(v.values()) for v in values],
-                                  "last": values[-1]}
+            steps = [statistics.fmean(r["curve"][i].get("step", 0) for r in recs) for i in range(len(values))]
+            per_method[method] = {"train_seconds": seconds, "steps": steps,
+                                  "marks": [t_interval(v.values()) for v in values], "last": values[-1]}
         summary["metrics"][metric] = {m: {k: v for k, v in d.items() if k != "last"} for m, d in per_method.items()}
         methods = list(per_method)
         for i, a in enumerate(methods):
@@ -168,10 +169,13 @@ def markdown(summary: dict, labels: dict[str, str]) -> str:
         if not per_method:
             continue
         lines += [f"**{metric}** (mean ± 95% t half-width [min–max] over seeds)", "",
-                  "| method | seeds | train s | at t = 0 | at the end of the budget |", "|---|---|---|---|---|"]
+                  "| method | seeds | train s | optimizer steps | at t = 0 | at the end of the budget |",
+                  "|---|---|---|---|---|---|"]
         for method, d in per_method.items():
+            steps = d.get("steps", [None])[-1]
             lines.append(f"| {labels.get(method, method)} | {d['marks'][-1]['n']} | {d['train_seconds'][-1]:.0f} | "
-                         f"{_fmt(d['marks'][0])} | {_fmt(d['marks'][-1])} |")
+                         f"{'–' if steps is None else f'{steps:.1f}'} | {_fmt(d['marks'][0])} | "
+                         f"{_fmt(d['marks'][-1])} |")
         lines.append("")
         for c in summary["comparisons"]:
             if c["metric"] == metric:
