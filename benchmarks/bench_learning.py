@@ -303,7 +303,7 @@ def _likelihood_args(cfg: dict, name: str) -> dict:
 
 START_KEYS = ("model_label", "eval_size", "eval_seed", "eval_max_new_tokens", "eval_batch_size", "device",
               "precision")
-"""What the evaluation before training depends on: every run of a task with these settings starts from the same point."""
+"""What the evaluation before training depends on: a task's runs with these settings start from the same point."""
 
 
 def start_point(cfg: dict, path: Path, measure, start_logps: dict) -> dict:
@@ -319,8 +319,9 @@ def start_point(cfg: dict, path: Path, measure, start_logps: dict) -> dict:
 
     key = {k: cfg.get(k) for k in START_KEYS}
     cache = path.parent / f"{cfg['task_key']}__start.json"
-    with open(path.parent / ".start.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    folder = os.open(path.parent, os.O_RDONLY)  # the lock is on the folder itself: no lock file is left behind
+    try:
+        fcntl.flock(folder, fcntl.LOCK_EX)
         stored = json.loads(cache.read_text()) if cache.exists() else None
         if stored and stored["settings"] == key:
             start_logps.update({k: torch.tensor(v) for k, v in stored["start_logps"].items()})
@@ -329,6 +330,8 @@ def start_point(cfg: dict, path: Path, measure, start_logps: dict) -> dict:
         _write(cache, {"settings": key, "point": point,
                        "start_logps": {k: v.tolist() for k, v in start_logps.items()}})
         return point
+    finally:
+        os.close(folder)  # closing releases the lock
 
 
 def run(cfg: dict, path: Path) -> dict:

@@ -38,15 +38,19 @@ def test_compare_runs_every_comparison_side_by_side(tmp_path):
 LEARNING = [sys.executable, os.path.join(ROOT, "benchmarks", "bench_learning.py")]
 
 
-def _stats():
-    """benchmarks/learning_stats.py as a module (loaded from its file: nothing is added to sys.path)."""
+def _benchmark_module(name: str):
+    """benchmarks/<name>.py as a module, loaded from its file."""
     import importlib.util
 
-    path = os.path.join(ROOT, "benchmarks", "learning_stats.py")
-    spec = importlib.util.spec_from_file_location("learning_stats", path)
+    spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "benchmarks", f"{name}.py"))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def _stats():
+    """benchmarks/learning_stats.py as a module (nothing is added to sys.path)."""
+    return _benchmark_module("learning_stats")
 
 
 def test_learning_stats_t_interval_and_paired_comparison_by_hand():
@@ -74,14 +78,10 @@ def test_learning_stats_step_diagnostics_by_hand():
 
 
 def test_learning_start_point_is_measured_once_per_task_and_settings(tmp_path):
-    """The t = 0 evaluation is shared by a task's runs: measured by the first, read by the rest, redone on new settings."""
-    import importlib.util
-
+    """The t = 0 evaluation is shared: the first run measures it, the rest read it; new settings redo it."""
     import torch
 
-    spec = importlib.util.spec_from_file_location("bench_learning", os.path.join(ROOT, "benchmarks", "bench_learning.py"))
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = _benchmark_module("bench_learning")
     calls = []
 
     def measure(start):
