@@ -452,6 +452,53 @@ def test_prompt_options_reach_the_reasoning_gym_task(command):
         assert prompt[1]["content"].endswith("\n\nAnswer as #### <n>.") and ANSWER_FORMAT_INSTRUCTION not in str(prompt)
 
 
+@pytest.mark.parametrize("command", ["rft", "process_grpo"])
+def test_task_config_reaches_the_reasoning_gym_task(command):
+    """--task_config (JSON) shapes the task's prompts in both RL commands; a bad value fails before any model loads."""
+    import importlib
+
+    script = importlib.import_module(f"trl_ext.cli.scripts.{command}")
+    parser = script.make_parser()
+    flags = ["--train_size", "6", "--eval_size", "3", "--output_dir", "unused"]
+    config = '{"min_terms": 5, "max_terms": 5, "min_digits": 1, "max_digits": 1}'
+    script_args, training_args = parser.parse_args_and_config(args=flags + ["--task_config", config])[:2]
+    train, _, heldout, _ = script.build_datasets(script_args, training_args)
+    for row in list(train) + list(heldout):
+        assert json.loads(row["metadata"])["expression"].count(" ") == 8  # 5 one-digit terms, 4 signs
+    for bad, message in [("{min_terms: 5}", "--task_config is not valid JSON"),
+                         ("[5]", "--task_config must be a JSON object")]:
+        script_args, training_args = parser.parse_args_and_config(args=flags + ["--task_config", bad])[:2]
+        with pytest.raises(DatasetLoadingError, match=message):
+            script.build_datasets(script_args, training_args)
+
+
+@pytest.mark.parametrize("command", ["rft", "process_grpo"])
+def test_the_commands_chain_sum_config_stays_off_other_tasks(command):
+    """The commands' default chain_sum config (terms, digits) is not passed to another --task (it has no such keys)."""
+    import importlib
+
+    script = importlib.import_module(f"trl_ext.cli.scripts.{command}")
+    script_args, training_args = script.make_parser().parse_args_and_config(
+        args=["--task", "basic_arithmetic", "--train_size", "3", "--eval_size", "2", "--output_dir", "unused"])[:2]
+    train, _, heldout, name = script.build_datasets(script_args, training_args)
+    assert name == "basic_arithmetic" and len(train) == 3 and len(heldout) == 2
+
+
+def test_process_grpo_defaults_ask_for_checkable_steps():
+    """The process-grpo example's task: chain_sum with 3 terms and the one-partial-sum-per-line instruction."""
+    from trl_ext.cli.scripts import process_grpo
+    from trl_ext.data import PARTIAL_SUMS_INSTRUCTION
+
+    script_args, training_args = process_grpo.make_parser().parse_args_and_config(
+        args=["--train_size", "4", "--eval_size", "2", "--output_dir", "unused"])[:2]
+    train, _, heldout, name = process_grpo.build_datasets(script_args, training_args)
+    assert name == "chain_sum" and len(heldout) == 2
+    for row in train:
+        assert row["prompt"][0] == {"role": "system", "content": ""}
+        assert row["prompt"][1]["content"].endswith(PARTIAL_SUMS_INSTRUCTION)
+        assert json.loads(row["metadata"])["num_terms"] == 3
+
+
 def test_rft_defaults_to_the_reasoning_gym_task(tiny_model_path, tmp_path):
     summary = _rft(tiny_model_path, tmp_path / "out", "--train_size", "4", "--max_steps", "1")
     assert summary["task"] == "chain_sum" and summary["dataset"] is None and summary["steps"] == 1

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import json
 import os
 import sys
 from dataclasses import dataclass, field
@@ -20,12 +21,14 @@ __all__ = [
     "DataArguments",
     "UsageError",
     "GroupedTrlParser",
+    "LORA_TARGET_MODULES",
     "RLDataArguments",
     "RLTaskArguments",
     "UnifiedDataArguments",
     "load_rl_splits",
     "load_unified_splits",
     "rl_command_splits",
+    "task_config_of",
     "resolve_reward_funcs",
     "run_script",
 ]
@@ -83,6 +86,11 @@ class GroupedTrlParser(TrlParser):
 
 
 # ----------------------------------------------------------------------------------------------- data arguments
+
+
+#: LoRA on every attention and MLP projection of a Llama-style model (the embedded default model): the RL examples'
+#: recipe (``lora_target_modules``).
+LORA_TARGET_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
 @dataclass
@@ -162,6 +170,38 @@ class RLTaskArguments(RLDataArguments):
     )
     eval_max_new_tokens: int = field(default=32, metadata={"help": "Greedy tokens per held-out answer."})
     eval_batch_size: int = field(default=64, metadata={"help": "Batch size of the held-out evaluation."})
+    task_config: str | None = field(
+        default=None,
+        metadata={"help": "JSON of the reasoning-gym task's config, e.g. '{\"min_terms\": 4, \"max_terms\": 5}' for "
+                          "chain_sum (number of terms and digits). Unset: the command's own config for chain_sum "
+                          "(rft: 2 terms, process-grpo: 3 terms; 1-2 digits), the task's defaults otherwise. Ignored "
+                          "with --dataset_name."},
+    )
+
+
+def task_config_of(args: RLTaskArguments, defaults: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+    """``--task_config`` as a dict; unset, ``defaults[args.task]`` (a command's own config per task) or ``{}``.
+
+    ``{}`` with ``--dataset_name``. A value that is not a JSON object fails with an error naming ``--task_config``.
+
+    Example:
+        >>> task_config_of(RLTaskArguments(task_config='{"min_terms": 3}'))
+        {'min_terms': 3}
+        >>> task_config_of(RLTaskArguments(task="gsm_symbolic"), defaults={"chain_sum": {"min_terms": 2}})
+        {}
+    """
+    if args.dataset_name:
+        return {}
+    if not args.task_config:
+        return dict((defaults or {}).get(args.task, {}))
+    try:
+        config = json.loads(args.task_config)
+    except json.JSONDecodeError as error:
+        raise DatasetLoadingError(f"--task_config is not valid JSON ({error}): {args.task_config!r}") from None
+    if not isinstance(config, dict):
+        raise DatasetLoadingError(f"--task_config must be a JSON object like '{{\"min_terms\": 3}}', got "
+                                  f"{args.task_config!r}")
+    return config
 
 
 @dataclass
@@ -228,11 +268,14 @@ def load_rl_splits(args: RLDataArguments, *, seed: int, require_test: bool) -> t
                                  answer_column=args.answer_column)
 
 
-def rl_command_splits(args: RLTaskArguments, training_args: Any, **task_config: Any):
+def rl_command_splits(args: RLTaskArguments, training_args: Any,
+                      default_task_configs: dict[str, dict[str, Any]] | None = None):
     """(train, eval_dataset or None, held-out rows for the accuracy or None, a name for the data) of an RL command.
 
     With ``--dataset_name``: its splits (:func:`load_rl_splits`), the held-out rows being the first ``--eval_size``
-    rows of the test split. Else ``--train_size`` prompts of ``args.task`` and a disjoint ``eval`` split of
+    rows of the test split. Else ``--train_size`` prompts of ``args.task`` (its config: :func:`task_config_of` with
+    ``default_task_configs``) and a disjoint
+    ``eval`` split of
     ``--eval_size`` prompts (:func:`task_split`; 64 if ``--eval_size`` is 0 and only ``--eval_strategy`` needs it).
     ``eval_dataset`` is that test / eval split unless ``--eval_strategy no``; ``--eval_size 0``: no held-out rows.
     """
@@ -242,6 +285,7 @@ def rl_command_splits(args: RLTaskArguments, training_args: Any, **task_config: 
         train, test = load_rl_splits(args, seed=seed, require_test=eval_needed)
         heldout = test.select(range(min(args.eval_size, len(test)))) if test is not None else None
         return train, test if eval_needed else None, heldout if args.eval_size else None, args.dataset_name
+    task_config = task_config_of(args, default_task_configs)
     train = task_split(args, args.train_size, seed=seed, split="train", **task_config)
     heldout = None
     if args.eval_size or eval_needed:

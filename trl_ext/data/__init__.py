@@ -19,6 +19,7 @@ Example:
 from .solutions import CorruptedSolution, corrupt_solution, normalise_solution, split_steps
 from .tasks import (
     ANSWER_FORMAT_INSTRUCTION,
+    PARTIAL_SUMS_INSTRUCTION,
     SUPPORTED_TASKS,
     demonstration_dataset,
     preference_dataset,
@@ -28,6 +29,7 @@ from .tasks import (
 
 __all__ = [
     "ANSWER_FORMAT_INSTRUCTION",
+    "PARTIAL_SUMS_INSTRUCTION",
     "SUPPORTED_TASKS",
     "CorruptedSolution",
     "corrupt_solution",

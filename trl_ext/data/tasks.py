@@ -31,6 +31,7 @@ from .solutions import corrupt_solution, normalise_solution, split_steps
 
 __all__ = [
     "ANSWER_FORMAT_INSTRUCTION",
+    "PARTIAL_SUMS_INSTRUCTION",
     "SUPPORTED_TASKS",
     "demonstration_dataset",
     "preference_dataset",
@@ -44,6 +45,13 @@ ANSWER_FORMAT_INSTRUCTION = (
     "written as the task asks."
 )
 """Appended to every question. Graders read the answer after ``####`` on the last such line."""
+
+PARTIAL_SUMS_INSTRUCTION = (
+    "Work from left to right. On each line write one partial sum as an equation: the running total, the next number "
+    "with its sign, and the new total. Then give the final line #### <answer>."
+)
+"""An instruction for ``chain_sum`` that makes every step checkable: one ``a + b = c`` claim per line (the arithmetic
+step verifier's unit), then the ``#### <answer>`` line the graders read. The process-grpo command's default."""
 
 SUPPORTED_TASKS: tuple[str, ...] = ("basic_arithmetic", "chain_sum", "countdown", "gsm_symbolic")
 """reasoning-gym datasets accepted by :func:`rl_dataset`."""

@@ -47,7 +47,8 @@ from pathlib import Path
 import torch
 from trl import ModelConfig, get_peft_config, get_quantization_config
 
-from trl_ext.cli.common import GroupedTrlParser, RLTaskArguments, resolve_reward_funcs, rl_command_splits, run_script
+from trl_ext.cli.common import (LORA_TARGET_MODULES, GroupedTrlParser, RLTaskArguments, resolve_reward_funcs, rl_command_splits, run_script,
+                                task_config_of)
 from trl_ext.evaluation import evaluate_accuracy
 from trl_ext.models import resolve_model_name_or_path
 from trl_ext.models.adapters import peft_config_for, tokenizer_source
@@ -62,18 +63,17 @@ PLOT_KEYS = ("reward", "kl", "vf_loss", "rlhf_reward", "explained_variance", "va
 
 @dataclass
 class RFTScriptArguments(RLTaskArguments):
-    """The RFT script: the reasoning-gym task's config and the format reward."""
+    """The RFT script: the format reward."""
 
-    task_config: str = field(
-        default='{"min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 2}',
-        metadata={"help": "JSON of the reasoning-gym task config (e.g. number of terms and digits)."},
-    )
     format_reward_weight: float = field(
         default=0.5,
         metadata={"help": "Weight of a FormatGrader reward (1 if the completion ends with '#### <answer>') added to "
                           "the task grader; 0 disables it."},
     )
 
+
+#: The demo's task config per task (unless --task_config is given): chain_sum with two terms of 1-2 digits.
+DEMO_TASK_CONFIGS = {"chain_sum": {"min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 2}}
 
 #: The demo's answer instruction (the package default, ``ANSWER_FORMAT_INSTRUCTION``, is three times as long).
 DEMO_INSTRUCTION = "Think step by step, then give the final line #### <answer>."
@@ -107,18 +107,13 @@ DEMO_DEFAULTS = dict(
     use_peft=True,
     lora_r=16,
     lora_alpha=32,
-    lora_target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+    lora_target_modules=LORA_TARGET_MODULES,
 )
-
-
-def _task_config(script_args: RFTScriptArguments) -> dict:
-    """``--task_config`` as a dict (read only for a reasoning-gym task, not with --dataset_name)."""
-    return json.loads(script_args.task_config) if script_args.task_config and not script_args.dataset_name else {}
 
 
 def build_datasets(script_args: RFTScriptArguments, training_args: RFTConfig):
     """(train, eval_dataset or None, held-out rows for the accuracy or None, a name for the data)."""
-    return rl_command_splits(script_args, training_args, **_task_config(script_args))
+    return rl_command_splits(script_args, training_args, DEMO_TASK_CONFIGS)
 
 
 def build_reward_funcs(script_args: RFTScriptArguments, training_args: RFTConfig) -> tuple[list, object]:
@@ -144,7 +139,7 @@ def main(script_args: RFTScriptArguments, training_args: RFTConfig, model_args: 
     # the data first: a wrong file, column or split fails here, before any model is loaded
     train_dataset, eval_dataset, heldout, data_name = build_datasets(script_args, training_args)
     reward_funcs, grader = build_reward_funcs(script_args, training_args)
-    task_config = _task_config(script_args)
+    task_config = task_config_of(script_args, DEMO_TASK_CONFIGS)
 
     from transformers import AutoTokenizer
 
