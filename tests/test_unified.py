@@ -726,7 +726,7 @@ def test_example_script_runs_end_to_end(tiny_model_path, tmp_path, monkeypatch):
     out = tmp_path / "example"
     script_args, training_args, model_args = module.make_parser().parse_args_and_config(args=[
         "--model_name_or_path", tiny_model_path, "--num_demonstrations", "4", "--num_pairs", "4", "--num_eval", "4",
-        "--eval_max_new_tokens", "8", "--max_length", "256", "--output_dir", str(out),
+        "--num_eval_questions", "4", "--eval_max_new_tokens", "8", "--max_length", "256", "--output_dir", str(out),
     ])
     results = module.main(script_args, training_args, model_args)
     saved = json.loads((out / "results.json").read_text())

@@ -43,15 +43,20 @@ from trl_ext.cli.common import UnifiedDataArguments
 class UnifiedScriptArguments(UnifiedDataArguments):
     """The unified script: the gsm_symbolic data used without --dataset_name, and the before/after evaluation."""
 
-    num_demonstrations: int = field(default=32, metadata={"help": "Training demonstrations (gsm_symbolic)."})
-    num_pairs: int = field(default=32, metadata={"help": "Training preference pairs (correct vs corrupted step)."})
+    num_demonstrations: int = field(default=64, metadata={"help": "Training demonstrations (gsm_symbolic)."})
+    num_pairs: int = field(default=64, metadata={"help": "Training preference pairs (correct vs corrupted step)."})
     num_eval: int = field(
-        default=32,
-        metadata={"help": "Held-out pairs and questions for the before/after metrics (with --dataset_name: at most "
-                          "this many rows of the test split)."},
+        default=256,
+        metadata={"help": "Held-out preference pairs for the before/after preference accuracy (with --dataset_name: "
+                          "at most this many pairs of the test split)."},
+    )
+    num_eval_questions: int = field(
+        default=64,
+        metadata={"help": "Held-out questions for the before/after answer accuracy (greedy generation, the slow part; "
+                          "with --dataset_name: at most this many rows of the test split)."},
     )
     eval_max_new_tokens: int = field(default=160, metadata={"help": "Generation budget of the answer-accuracy eval."})
-    eval_batch_size: int = field(default=16, metadata={"help": "Batch size of the evaluation generation."})
+    eval_batch_size: int = field(default=64, metadata={"help": "Batch size of the evaluation generation."})
     skip_answer_accuracy: bool = field(default=False, metadata={"help": "Skip the (slow) generation-based eval."})
     dataset_seed: int = field(default=0, metadata={"help": "Seed of the reasoning-gym data."})
 
@@ -83,14 +88,14 @@ def main(script_args, training_args, model_args) -> dict:
             pair_rows = [i for i, k in enumerate(_kind_list(test)) if k == "preference"][: script_args.num_eval]
             eval_pairs = test.select(pair_rows) if pair_rows else None
             if "answer" in test.column_names:
-                eval_questions = test.select(range(min(script_args.num_eval, len(test))))
+                eval_questions = test.select(range(min(script_args.num_eval_questions, len(test))))
         grader = NumericMatch()
         data_name = script_args.dataset_name
     else:
         demos = demonstration_dataset(script_args.num_demonstrations, seed=seed, conversational=conv)
         pairs = preference_dataset(script_args.num_pairs, seed=seed + 1, conversational=conv)
         eval_pairs = preference_dataset(script_args.num_eval, seed=seed, split="eval", conversational=conv)
-        eval_questions = rl_dataset("gsm_symbolic", script_args.num_eval, seed=seed, split="eval",
+        eval_questions = rl_dataset("gsm_symbolic", script_args.num_eval_questions, seed=seed, split="eval",
                                     conversational=conv)
         train_dataset, eval_dataset = [demos, pairs], eval_pairs
         train_rows = {"demonstration": len(demos), "preference": len(pairs)}
@@ -192,7 +197,7 @@ def _row_kinds(dataset) -> dict:
 def make_parser(prog: str | None = None):
     from trl import ModelConfig
 
-    from trl_ext.cli.common import GroupedTrlParser
+    from trl_ext.cli.common import LORA_TARGET_MODULES, GroupedTrlParser
     from trl_ext.trainers.unified import UnifiedLikelihoodConfig
 
     parser = GroupedTrlParser((UnifiedScriptArguments, UnifiedLikelihoodConfig, ModelConfig), prog=prog)
@@ -200,7 +205,12 @@ def make_parser(prog: str | None = None):
     parser.set_defaults(
         output_dir="outputs/unified-gsm",
         loss_type=["sft", "sigmoid"],
-        learning_rate=1e-5,
+        # LoRA on every projection at 1e-4, as the RL examples (and the likelihood cell of benchmarks/bench_learning.py)
+        use_peft=True,
+        lora_r=16,
+        lora_alpha=32,
+        lora_target_modules=LORA_TARGET_MODULES,
+        learning_rate=1e-4,
         beta=0.1,
         num_train_epochs=1,
         per_device_train_batch_size=4,
