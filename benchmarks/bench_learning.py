@@ -101,7 +101,7 @@ PRESETS = {
     "gpu": dict(seeds=[0, 1, 2], budget_s=90.0, evals=5, eval_size=256, jobs=9, eval_batch_size=128),
 }
 # settings that change what a run measures: a finished run with other values is not reused
-FINGERPRINT = ("model_label", "budget_s", "evals", "eval_size", "eval_seed", "eval_max_new_tokens",
+FINGERPRINT = ("model_label", "budget_s", "evals", "eval_size", "eval_questions", "eval_seed", "eval_max_new_tokens",
                "max_completion_length", "num_generations", "batch_size", "learning_rate", "full_learning_rate",
                "likelihood_learning_rate", "beta", "lora_r", "train_rows", "likelihood_rows", "max_length",
                "sft_fraction", "device", "precision", "threads", "concurrent_runs")
@@ -301,8 +301,8 @@ def _likelihood_args(cfg: dict, name: str) -> dict:
                 gradient_checkpointing=False, dataloader_pin_memory=False)
 
 
-START_KEYS = ("model_label", "eval_size", "eval_seed", "eval_max_new_tokens", "eval_batch_size", "device",
-              "precision")
+START_KEYS = ("model_label", "eval_size", "eval_questions", "eval_seed", "eval_max_new_tokens", "eval_batch_size",
+              "device", "precision")
 """What the evaluation before training depends on: a task's runs with these settings start from the same point."""
 
 
@@ -355,8 +355,8 @@ def run(cfg: dict, path: Path) -> dict:
     if likelihood:
         demos = demonstration_dataset(cfg["likelihood_rows"], seed=seed, conversational=True)
         pairs = preference_dataset(cfg["likelihood_rows"], seed=seed + 100, conversational=True)
-        questions = rl_dataset("gsm_symbolic", cfg["eval_size"], seed=cfg["eval_seed"], split="eval",
-                               conversational=True)
+        questions = rl_dataset("gsm_symbolic", cfg.get("eval_questions") or cfg["eval_size"], seed=cfg["eval_seed"],
+                               split="eval", conversational=True)
         eval_pairs = preference_dataset(cfg["eval_size"], seed=cfg["eval_seed"], split="eval", conversational=True)
 
         def measure() -> dict:
@@ -579,6 +579,9 @@ def parse_args(argv=None):
     add("--budget_s", type=float, default=480.0, help="training wall time per run, seconds (evaluation excluded)")
     add("--evals", type=int, default=5, help="evaluation points, including before training")
     add("--eval_size", type=int, default=128, help="held-out prompts (and held-out pairs)")
+    add("--eval_questions", type=int, default=None,
+        help="likelihood cell: held-out gsm_symbolic questions of the answer accuracy (greedy generation, the slow "
+             "part); default: --eval_size")
     add("--eval_seed", type=int, default=0, help="seed of the held-out set (the same for every training seed)")
     add("--eval_max_new_tokens", type=int, default=None, help="default: per task (64 / 128 / 160)")
     add("--eval_batch_size", type=int, default=None, help="default: 128 on cuda, 16 on cpu")

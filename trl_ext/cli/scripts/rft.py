@@ -47,8 +47,8 @@ from pathlib import Path
 import torch
 from trl import ModelConfig, get_peft_config, get_quantization_config
 
-from trl_ext.cli.common import (LORA_TARGET_MODULES, GroupedTrlParser, RLTaskArguments, resolve_reward_funcs, rl_command_splits, run_script,
-                                task_config_of)
+from trl_ext.cli.common import (LORA_TARGET_MODULES, GroupedTrlParser, RLTaskArguments, resolve_reward_funcs,
+                                rl_command_splits, run_script, task_config_of)
 from trl_ext.evaluation import evaluate_accuracy
 from trl_ext.models import resolve_model_name_or_path
 from trl_ext.models.adapters import peft_config_for, tokenizer_source
