@@ -482,10 +482,12 @@ def test_the_commands_chain_sum_config_stays_off_other_tasks(command):
         args=["--task", "basic_arithmetic", "--train_size", "3", "--eval_size", "2", "--output_dir", "unused"])[:2]
     train, _, heldout, name = script.build_datasets(script_args, training_args)
     assert name == "basic_arithmetic" and len(train) == 3 and len(heldout) == 2
+    if command == "process_grpo":  # nor its chain_sum instruction: the package's answer format
+        assert all(row["prompt"][-1]["content"].endswith(ANSWER_FORMAT_INSTRUCTION) for row in train)
 
 
 def test_process_grpo_defaults_ask_for_checkable_steps():
-    """The process-grpo example's task: chain_sum with 3 terms and the one-partial-sum-per-line instruction."""
+    """The process-grpo example's task: chain_sum with 2 terms and the one-partial-sum-per-line instruction."""
     from trl_ext.cli.scripts import process_grpo
     from trl_ext.data import PARTIAL_SUMS_INSTRUCTION
 
@@ -496,7 +498,7 @@ def test_process_grpo_defaults_ask_for_checkable_steps():
     for row in train:
         assert row["prompt"][0] == {"role": "system", "content": ""}
         assert row["prompt"][1]["content"].endswith(PARTIAL_SUMS_INSTRUCTION)
-        assert json.loads(row["metadata"])["num_terms"] == 3
+        assert json.loads(row["metadata"])["num_terms"] == 2
 
 
 def test_rft_defaults_to_the_reasoning_gym_task(tiny_model_path, tmp_path):
@@ -631,6 +633,23 @@ def test_unified_gsm8k_as_demonstrations(tiny_model_path, gsm8k_jsonl, tmp_path)
         "--max_train_samples", "4"])
     results = unified_main(*args)
     assert results["train_rows"] == {"demonstration": 4, "preference": 0}
+
+
+def test_unified_reward_margin_accuracy_equals_dpo_eval_accuracy(tiny_model_path, tmp_path):
+    """The held-out reward-margin accuracy of `trl-ext unified` (before/after log-probs, the reference being the policy
+    before training) is DPO's implicit-reward accuracy: TRL's `eval_rewards/accuracies` on the same pairs."""
+    from trl_ext.cli.scripts.unified import main as unified_main, make_parser
+
+    args = make_parser().parse_args_and_config([
+        "--model_name_or_path", tiny_model_path, "--output_dir", str(tmp_path / "out"), "--max_steps", "3",
+        "--num_demonstrations", "4", "--num_pairs", "4", "--num_eval", "8", "--per_device_train_batch_size", "4",
+        "--per_device_eval_batch_size", "8", "--learning_rate", "5e-3", "--max_length", "256",
+        "--eval_strategy", "steps", "--eval_steps", "100"])  # the trainer gets the held-out pairs: evaluate() at end
+    results = unified_main(*args)
+    margin_accuracy = results["after"]["reward_margin_accuracy"]
+    assert "reward_margin_accuracy" not in results["before"] and "answer_accuracy" not in results["after"]
+    assert results["heldout_implicit_reward_accuracy"] == pytest.approx(margin_accuracy, abs=1e-6)
+    assert 0.0 <= margin_accuracy <= 1.0 and margin_accuracy * 8 == pytest.approx(round(margin_accuracy * 8))
 
 
 def test_examples_are_thin_copies_of_the_package_scripts():

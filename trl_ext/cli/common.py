@@ -111,7 +111,7 @@ class DataArguments(ScriptArguments):
         default=ANSWER_FORMAT_INSTRUCTION,
         metadata={"help": "Appended (after a blank line) to every plain question, a reasoning-gym task's too; '' "
                           "appends nothing. The default asks for a final '#### <answer>' line, which the graders "
-                          "read."},
+                          "read (process-grpo on chain_sum: one partial sum per line, then that line)."},
     )
     system_prompt: str | None = field(
         default=None,

@@ -51,7 +51,8 @@ PARTIAL_SUMS_INSTRUCTION = (
     "with its sign, and the new total. Then give the final line #### <answer>."
 )
 """An instruction for ``chain_sum`` that makes every step checkable: one ``a + b = c`` claim per line (the arithmetic
-step verifier's unit), then the ``#### <answer>`` line the graders read. The process-grpo command's default."""
+step verifier's unit, steps split at newlines), then the ``#### <answer>`` line the graders read. The process-grpo
+command's default for chain_sum."""
 
 SUPPORTED_TASKS: tuple[str, ...] = ("basic_arithmetic", "chain_sum", "countdown", "gsm_symbolic")
 """reasoning-gym datasets accepted by :func:`rl_dataset`."""
