@@ -173,9 +173,8 @@ class RLTaskArguments(RLDataArguments):
     task_config: str | None = field(
         default=None,
         metadata={"help": "JSON of the reasoning-gym task's config, e.g. '{\"min_terms\": 4, \"max_terms\": 5}' for "
-                          "chain_sum (number of terms and digits). Unset: the command's own config for chain_sum "
-                          "(rft: 2 terms, process-grpo: 3 terms; 1-2 digits), the task's defaults otherwise. Ignored "
-                          "with --dataset_name."},
+                          "chain_sum (number of terms and digits). Unset: the command's own config for chain_sum (2 "
+                          "terms of 1-2 digits), the task's defaults otherwise. Ignored with --dataset_name."},
     )
 
 
@@ -274,10 +273,9 @@ def rl_command_splits(args: RLTaskArguments, training_args: Any,
 
     With ``--dataset_name``: its splits (:func:`load_rl_splits`), the held-out rows being the first ``--eval_size``
     rows of the test split. Else ``--train_size`` prompts of ``args.task`` (its config: :func:`task_config_of` with
-    ``default_task_configs``) and a disjoint
-    ``eval`` split of
-    ``--eval_size`` prompts (:func:`task_split`; 64 if ``--eval_size`` is 0 and only ``--eval_strategy`` needs it).
-    ``eval_dataset`` is that test / eval split unless ``--eval_strategy no``; ``--eval_size 0``: no held-out rows.
+    ``default_task_configs``) and a disjoint ``eval`` split of ``--eval_size`` prompts (:func:`task_split`; 64 if
+    ``--eval_size`` is 0 and only ``--eval_strategy`` needs it). ``eval_dataset`` is that test / eval split unless
+    ``--eval_strategy no``; ``--eval_size 0``: no held-out rows.
     """
     eval_needed = training_args.eval_strategy != "no"
     seed = training_args.seed
