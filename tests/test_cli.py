@@ -499,6 +499,21 @@ def test_process_grpo_defaults_ask_for_checkable_steps():
         assert row["prompt"][0] == {"role": "system", "content": ""}
         assert row["prompt"][1]["content"].endswith(PARTIAL_SUMS_INSTRUCTION)
         assert json.loads(row["metadata"])["num_terms"] == 2
+    assert script_args.answer_instruction is None  # resolved for the data, the user's arguments left as given
+
+
+def test_process_grpo_answer_instruction_flag_wins_on_chain_sum():
+    """--answer_instruction replaces the command's chain_sum instruction; '' appends none."""
+    from trl_ext.cli.scripts import process_grpo
+
+    for flag in ("Sum it. #### <n>", ""):
+        script_args, training_args = process_grpo.make_parser().parse_args_and_config(
+            args=["--answer_instruction", flag, "--train_size", "2", "--eval_size", "0", "--output_dir", "unused"])[:2]
+        train = process_grpo.build_datasets(script_args, training_args)[0]
+        for row in train:
+            content = row["prompt"][1]["content"]
+            assert "partial sum" not in content and content.count("####") == int(bool(flag)), content
+            assert content.endswith("\n\nSum it. #### <n>") if flag else "\n\n" not in content, content
 
 
 def test_rft_defaults_to_the_reasoning_gym_task(tiny_model_path, tmp_path):

@@ -29,6 +29,7 @@ __all__ = [
     "load_unified_splits",
     "rl_command_splits",
     "task_config_of",
+    "answer_instruction_of",
     "resolve_reward_funcs",
     "run_script",
 ]
@@ -203,6 +204,22 @@ def task_config_of(args: RLTaskArguments, defaults: dict[str, dict[str, Any]] | 
     return config
 
 
+def answer_instruction_of(args: RLTaskArguments, defaults: dict[str, str] | None = None) -> str:
+    """``--answer_instruction``; unset (``None``, a command's default), ``defaults[args.task]`` (a command's own
+    instruction per task, not with ``--dataset_name``) or the package's ``ANSWER_FORMAT_INSTRUCTION``.
+
+    Example:
+        >>> answer_instruction_of(RLTaskArguments(answer_instruction=None), defaults={"chain_sum": "One sum a line."})
+        'One sum a line.'
+        >>> answer_instruction_of(RLTaskArguments(answer_instruction=""), defaults={"chain_sum": "One sum a line."})
+        ''
+    """
+    if args.answer_instruction is not None:
+        return args.answer_instruction
+    task_default = None if args.dataset_name else (defaults or {}).get(args.task)
+    return ANSWER_FORMAT_INSTRUCTION if task_default is None else task_default
+
+
 @dataclass
 class UnifiedDataArguments(DataArguments):
     """Columns of your demonstrations and preference pairs (a row may be either kind)."""
@@ -268,15 +285,18 @@ def load_rl_splits(args: RLDataArguments, *, seed: int, require_test: bool) -> t
 
 
 def rl_command_splits(args: RLTaskArguments, training_args: Any,
-                      default_task_configs: dict[str, dict[str, Any]] | None = None):
+                      default_task_configs: dict[str, dict[str, Any]] | None = None,
+                      default_instructions: dict[str, str] | None = None):
     """(train, eval_dataset or None, held-out rows for the accuracy or None, a name for the data) of an RL command.
 
     With ``--dataset_name``: its splits (:func:`load_rl_splits`), the held-out rows being the first ``--eval_size``
     rows of the test split. Else ``--train_size`` prompts of ``args.task`` (its config: :func:`task_config_of` with
     ``default_task_configs``) and a disjoint ``eval`` split of ``--eval_size`` prompts (:func:`task_split`; 64 if
     ``--eval_size`` is 0 and only ``--eval_strategy`` needs it). ``eval_dataset`` is that test / eval split unless
-    ``--eval_strategy no``; ``--eval_size 0``: no held-out rows.
+    ``--eval_strategy no``; ``--eval_size 0``: no held-out rows. The prompts' instruction:
+    :func:`answer_instruction_of` with ``default_instructions`` (``args`` itself is left as the user gave it).
     """
+    args = dataclasses.replace(args, answer_instruction=answer_instruction_of(args, default_instructions))
     eval_needed = training_args.eval_strategy != "no"
     seed = training_args.seed
     if args.dataset_name:

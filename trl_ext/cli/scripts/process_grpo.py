@@ -54,7 +54,7 @@ from trl import GRPOTrainer, ModelConfig, get_peft_config, get_quantization_conf
 
 from trl_ext.cli.common import (LORA_TARGET_MODULES, GroupedTrlParser, RLTaskArguments, resolve_reward_funcs,
                                 rl_command_splits, run_script)
-from trl_ext.data import ANSWER_FORMAT_INSTRUCTION, PARTIAL_SUMS_INSTRUCTION
+from trl_ext.data import PARTIAL_SUMS_INSTRUCTION
 from trl_ext.evaluation import evaluate_accuracy
 from trl_ext.models import resolve_model_name_or_path
 from trl_ext.models.adapters import peft_config_for
@@ -140,10 +140,7 @@ def evaluate(model, tokenizer, dataset, grader, verifier, script_args) -> dict[s
 
 def build_datasets(script_args: ScriptArguments, training_args: ProcessGRPOConfig):
     """(train, eval_dataset or None, held-out rows for the before/after accuracy or None, a name for the data)."""
-    if script_args.answer_instruction is None:
-        task_default = None if script_args.dataset_name else TASK_INSTRUCTIONS.get(script_args.task)
-        script_args.answer_instruction = task_default or ANSWER_FORMAT_INSTRUCTION
-    return rl_command_splits(script_args, training_args, TASK_CONFIGS)
+    return rl_command_splits(script_args, training_args, TASK_CONFIGS, TASK_INSTRUCTIONS)
 
 
 def main(script_args: ScriptArguments, training_args: ProcessGRPOConfig, model_args: ModelConfig) -> dict:
