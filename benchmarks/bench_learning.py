@@ -104,7 +104,9 @@ PRESETS = {
 FINGERPRINT = ("model_label", "budget_s", "evals", "eval_size", "eval_questions", "eval_seed", "eval_max_new_tokens",
                "max_completion_length", "num_generations", "batch_size", "learning_rate", "full_learning_rate",
                "likelihood_learning_rate", "beta", "lora_r", "train_rows", "likelihood_rows", "max_length",
-               "sft_fraction", "device", "precision", "threads", "concurrent_runs")
+               "sft_fraction", "warmup_steps", "device", "precision", "threads", "concurrent_runs")
+#: fingerprint settings that older records lack, at the value those records were measured with
+LEGACY_SETTINGS = {"warmup_steps": 5}
 
 
 # ---- the wall-time clock --------------------------------------------------------------------------------------------
@@ -267,7 +269,7 @@ def _common_args(cfg: dict, name: str) -> dict:
     return dict(output_dir=tempfile.mkdtemp(prefix=f"bench_learning_{name}_"), max_steps=100_000,
                 logging_steps=1, save_strategy="no", report_to="none", seed=cfg["seed"],
                 use_cpu=cfg["device"] == "cpu", bf16=cfg["precision"] == "bf16", disable_tqdm=True,
-                lr_scheduler_type="constant_with_warmup", warmup_steps=5)
+                lr_scheduler_type="constant_with_warmup", warmup_steps=cfg.get("warmup_steps", 5))
 
 
 def _rl_trainer(cfg: dict, train, tokenizer):
@@ -448,7 +450,7 @@ def planned_runs(cells: list[str], seeds: list[int], methods: list[str] | None) 
 
 
 def _fingerprint(settings: dict) -> dict:
-    return {k: settings.get(k) for k in FINGERPRINT}
+    return {k: settings.get(k, LEGACY_SETTINGS.get(k)) for k in FINGERPRINT}
 
 
 def _todo(path: Path, base: dict, overwrite: bool) -> bool:
@@ -597,6 +599,9 @@ def parse_args(argv=None):
     add("--likelihood_rows", type=int, default=256, help="demonstrations and pairs of the likelihood cell")
     add("--max_length", type=int, default=384, help="likelihood cell: token limit of prompt + completion")
     add("--sft_fraction", type=float, default=0.5, help="share of the budget SFT gets in SFT-then-DPO")
+    add("--warmup_steps", type=int, default=5,
+        help="linear learning-rate warm-up of every trainer (then constant); each stage of SFT-then-DPO warms up "
+             "again. Use 0 when a run gets only a few steps (the first step of a warm-up has learning rate 0)")
     add("--jobs", type=int, default=1, help="concurrent runs (0: in this process; on a GPU, e.g. 9)")
     add("--threads", type=int, default=0, help="torch threads per run (0: torch's default, or cpus / jobs)")
     add("--output_dir", default=None, help="default: benchmarks/results/learning/runs (smoke: a temporary folder)")
