@@ -91,9 +91,11 @@ LABELS = {"rft": "RFTTrainer, LoRA (trl_ext)", "grpo": "GRPOTrainer (TRL)",
 METRIC_TITLES = {"accuracy": "held-out accuracy (greedy)",
                  "correct_step_frac_wrong": "true-claim steps in wrong answers (fraction)",
                  "steps_per_completion": "lines per held-out completion",
-                 "answer_accuracy": "held-out answer accuracy (greedy)",
+                 "answer_accuracy": "held-out answer score (greedy; 1 right, 0.01 wrong)",
                  "preference_accuracy": "held-out pairs: log π(chosen) > log π(rejected)",
                  "reward_margin_accuracy": "held-out pairs: implicit reward margin > 0"}
+#: dashed lines in the plots: a change of the policy unrelated to the preferences raises about half the margins (0.5)
+REFERENCE_LINES = {"reward_margin_accuracy": (0.5, "coin flip (0.5)")}
 PRESETS = {
     "smoke": dict(model="tiny", seeds=[0, 1], budget_s=3.0, evals=3, eval_size=6, eval_max_new_tokens=8,
                   max_completion_length=8, train_rows=64, likelihood_rows=16, max_length=256, jobs=0, threads=1,
@@ -530,7 +532,7 @@ def report(output_dir: Path, cells: list[str]) -> dict:
         any_record = next(iter(records.values()))[0]
         summary["settings"] = _fingerprint(any_record["settings"])
         summaries[cell] = summary
-        learning_stats.plot_cell(summary, LABELS, METRIC_TITLES, str(output_dir / f"{cell}.png"))
+        learning_stats.plot_cell(summary, LABELS, METRIC_TITLES, str(output_dir / f"{cell}.png"), REFERENCE_LINES)
         parts.append(learning_stats.markdown(summary, LABELS))
     if not summaries:
         raise SystemExit(f"no complete runs in {output_dir}")

@@ -184,8 +184,12 @@ def markdown(summary: dict, labels: dict[str, str]) -> str:
     return "\n".join(lines)
 
 
-def plot_cell(summary: dict, labels: dict[str, str], metric_titles: dict[str, str], path: str) -> None:
-    """One panel per metric: the mean over seeds (line), the 95% t band (shaded) and the seed range (dotted)."""
+def plot_cell(summary: dict, labels: dict[str, str], metric_titles: dict[str, str], path: str,
+              references: dict[str, tuple[float, str]] | None = None) -> None:
+    """One panel per metric: the mean over seeds (line), the 95% t band (shaded) and the seed range (dotted); a
+    metric measured at one time only gets its t interval as an error bar. ``references``: per metric, a dashed
+    horizontal line (value, label), e.g. chance. Fractions are drawn on at least a 0.1-wide axis, so that a change
+    of one held-out answer does not fill the panel."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -214,10 +218,22 @@ def plot_cell(summary: dict, labels: dict[str, str], metric_titles: dict[str, st
                                  for _, m in banded], color=color, alpha=0.18, linewidth=0)
                 ax.plot(bx, [m["min"] for _, m in banded], ":", color=color, linewidth=1)
                 ax.plot(bx, [m["max"] for _, m in banded], ":", color=color, linewidth=1)
+                if len(banded) == 1:  # no band to shade: the interval as an error bar, the seed range as ticks
+                    (x, m), = banded
+                    ax.errorbar([x], [m["mean"]], yerr=[[m["mean"] - m["lo"]], [m["hi"] - m["mean"]]], color=color,
+                                capsize=5, linewidth=1.5)
+                    ax.plot([x, x], [m["min"], m["max"]], "_", color=color, markersize=14)
+        if metric in (references or {}):
+            value, text = references[metric]
+            ax.axhline(value, color="grey", linestyle="--", linewidth=1, label=text)
         ax.set_xlabel(f"training wall time, {unit} (evaluation excluded)")
         ax.set_ylabel(metric_titles.get(metric, metric))
-        if metric != "steps_per_completion":  # fractions: never draw outside [0, 1]
+        ax.set_xlim(-0.03 * longest / scale, 1.05 * longest / scale)
+        if metric != "steps_per_completion":  # fractions: never outside [0, 1], never a sub-0.1 axis
             lo, hi = ax.get_ylim()
+            if hi - lo < 0.1:
+                middle = (lo + hi) / 2
+                lo, hi = middle - 0.05, middle + 0.05
             ax.set_ylim(max(lo, -0.02), min(hi, 1.02))
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
