@@ -462,11 +462,11 @@ def _todo(path: Path, base: dict, overwrite: bool) -> bool:
     record = json.loads(path.read_text())
     if not record.get("complete"):
         return True
-    if _fingerprint(record["settings"]) != _fingerprint(base):
+    stored, now = _fingerprint(record["settings"]), _fingerprint(base)
+    if stored != now:
         if overwrite:
             return True
-        diff = {k: (record["settings"].get(k), base.get(k)) for k in FINGERPRINT
-                if record["settings"].get(k) != base.get(k)}
+        diff = {k: (stored[k], now[k]) for k in FINGERPRINT if stored[k] != now[k]}
         raise SystemExit(f"{path} was measured with other settings (stored, now): {diff}. Use another --output_dir, "
                          "or --overwrite to redo it.")
     return False

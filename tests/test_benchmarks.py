@@ -137,3 +137,18 @@ def test_learning_benchmark_smoke_preset_runs_every_cell_and_resumes(tmp_path):
     other = subprocess.run(LEARNING + ["--smoke", "--output_dir", str(out), "--budget_s", "4"], env=ENV,
                            timeout=900, capture_output=True, text=True)
     assert other.returncode != 0 and "measured with other settings" in other.stderr
+
+
+def test_learning_records_without_warmup_steps_count_as_the_old_warm_up(tmp_path):
+    """Records measured before --warmup_steps existed (with a 5-step warm-up) are reused at the default, and a rerun
+    with another warm-up is refused instead of mixing the two in one table."""
+    bench = _benchmark_module("bench_learning")
+    base = {k: None for k in bench.FINGERPRINT} | {"budget_s": 90.0, "warmup_steps": 5}
+    old = {k: v for k, v in base.items() if k != "warmup_steps"}
+    path = tmp_path / "chain_sum_2__rft__seed0.json"
+    path.write_text(json.dumps({"complete": True, "settings": old}))
+    assert bench._todo(path, base, overwrite=False) is False
+    with pytest.raises(SystemExit, match=r"'warmup_steps': \(5, 0\)"):
+        bench._todo(path, base | {"warmup_steps": 0}, overwrite=False)
+    assert bench._todo(path, base | {"warmup_steps": 0}, overwrite=True) is True
+    assert bench.parse_args(["--warmup_steps", "0"]).warmup_steps == 0 and bench.parse_args([]).warmup_steps == 5
