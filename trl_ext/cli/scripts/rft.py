@@ -26,7 +26,8 @@ tokens instead of 90-92, so an update costs ~15 s instead of 26.5 s on 2 cores),
 the first updates learned to stop early rather than to answer: benchmarks/README.md), held-out accuracy on 256
 prompts with greedy answers of at most 32 tokens (the training budget), generated in batches of 256. Measured with
 ``make demo`` in fresh clones on the 2-core machine: held-out accuracy 0.082 → 0.361 (n=256; binomial standard
-errors 0.017 and 0.030), 12 min 16 s on the idle machine (14 min 53 s while other tests shared it), install included.
+errors 0.017 and 0.030), 11 min 51 s and 11 min 02 s in two runs in a row on the idle machine, install included
+(``make demo`` sets ``OMP_NUM_THREADS`` to the cores: a plain single-process ``accelerate launch`` uses one).
 Much of the gain is learning to answer briefly: with this prompt the base model rambles (85% of its first sampled
 completions hit the 32-token limit).
 
@@ -78,7 +79,7 @@ DEMO_TASK_CONFIGS = {"chain_sum": {"min_terms": 2, "max_terms": 2, "min_digits":
 #: The demo's answer instruction (the package default, ``ANSWER_FORMAT_INSTRUCTION``, is three times as long).
 DEMO_INSTRUCTION = "Think step by step, then give the final line #### <answer>."
 
-# The demo's defaults (CPU: ~13 min on 2 cores, measured; see the module docstring); each can be overridden.
+# The demo's defaults (CPU: 11-12 min on 2 cores, measured; see the module docstring); each can be overridden.
 DEMO_DEFAULTS = dict(
     output_dir="outputs/rft",
     max_steps=25,
