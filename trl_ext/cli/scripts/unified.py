@@ -181,7 +181,7 @@ def main(script_args, training_args, model_args) -> dict:
              for name in ("preference_accuracy", "mean_logp_margin", "answer_accuracy") if name in after}
     if "reward_margin_accuracy" in after:
         extra["held-out reward-margin accuracy (0.5: chance)"] = [(0, 0.5), (last, after["reward_margin_accuracy"])]
-    title = f"UnifiedLikelihoodTrainer ({' + '.join(_loss_types(training_args))}) on {data_name}"
+    title = f"UnifiedLikelihoodTrainer ({' + '.join(training_args.loss_type)}) on {data_name}"
     plot = plot_training_curves(trainer.state.log_history, output_dir / "unified_curves.png", keys, extra_points=extra,
                                 title=title)
     results = {
@@ -212,11 +212,6 @@ def main(script_args, training_args, model_args) -> dict:
     trainer.save_model(training_args.output_dir)  # writes the trl_ext card after the weights (and PEFT's README)
     print(json.dumps(results, indent=2))
     return results
-
-
-def _loss_types(training_args) -> list[str]:
-    loss_type = training_args.loss_type
-    return [loss_type] if isinstance(loss_type, str) else list(loss_type)
 
 
 def _kind_list(dataset) -> list:
