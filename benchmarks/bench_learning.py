@@ -271,7 +271,7 @@ def _common_args(cfg: dict, name: str) -> dict:
     return dict(output_dir=tempfile.mkdtemp(prefix=f"bench_learning_{name}_"), max_steps=100_000,
                 logging_steps=1, save_strategy="no", report_to="none", seed=cfg["seed"],
                 use_cpu=cfg["device"] == "cpu", bf16=cfg["precision"] == "bf16", disable_tqdm=True,
-                lr_scheduler_type="constant_with_warmup", warmup_steps=cfg.get("warmup_steps", 5))
+                lr_scheduler_type="constant_with_warmup", warmup_steps=cfg["warmup_steps"])
 
 
 def _rl_trainer(cfg: dict, train, tokenizer):
